@@ -1,0 +1,93 @@
+"""Argument checks shared by the methods: clear errors instead of silent NaNs."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import torch
+from captum._utils.common import _format_baseline, _format_tensor_into_tuples
+from captum._utils.typing import BaselineType
+from torch import Tensor
+
+
+def check_inputs(inputs: object) -> tuple[Tensor, ...]:
+    """Inputs as a tuple of floating-point ``(N, ..., *spatial)`` tensors of one batch size."""
+    if not isinstance(inputs, (Tensor, tuple)) or (
+        isinstance(inputs, tuple) and not all(isinstance(x, Tensor) for x in inputs)
+    ):
+        raise TypeError(
+            f"inputs must be a Tensor or a tuple of Tensors, got {type(inputs).__name__}."
+        )
+    formatted = _format_tensor_into_tuples(inputs)
+    if len(formatted) == 0:
+        raise ValueError("inputs is an empty tuple; pass at least one input tensor.")
+    batch_size = formatted[0].shape[0] if formatted[0].dim() > 0 else 0
+    for index, tensor in enumerate(formatted):
+        if tensor.dim() < 3:
+            raise ValueError(
+                f"input {index} has shape {tuple(tensor.shape)}: Score-CAM masks the "
+                "spatial dimensions of an (N, C, H, W)-like input, so inputs need a batch "
+                "dimension and at least two more; pass non-spatial tensors through "
+                "additional_forward_args."
+            )
+        if not tensor.dtype.is_floating_point:
+            raise TypeError(
+                f"input {index} has dtype {tensor.dtype}; masks scale the input, so it "
+                "must be floating point (e.g. x.float())."
+            )
+        if tensor.shape[0] != batch_size:
+            raise ValueError(
+                f"input {index} has {tensor.shape[0]} examples but input 0 has {batch_size}."
+            )
+        if batch_size == 0:
+            raise ValueError("inputs hold no examples (batch size 0).")
+        if not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"input {index} contains NaN or infinite values.")
+    return formatted
+
+
+def check_baselines(
+    baselines: BaselineType, inputs: tuple[Tensor, ...]
+) -> tuple[Tensor, ...] | None:
+    """Baselines expanded to the inputs' shapes, or ``None`` when not given."""
+    if baselines is None:
+        return None
+    formatted = _format_baseline(baselines, inputs)
+    if len(formatted) != len(inputs):
+        raise ValueError(
+            f"got {len(formatted)} baselines for {len(inputs)} inputs; give one per input."
+        )
+    expanded = []
+    for index, (baseline, tensor) in enumerate(zip(formatted, inputs, strict=False)):
+        if isinstance(baseline, numbers.Real) and not isinstance(baseline, bool):
+            expanded.append(torch.full_like(tensor, float(baseline)))
+            continue
+        if not isinstance(baseline, Tensor):
+            raise TypeError(
+                f"baseline {index} must be a number or a Tensor, got {type(baseline).__name__}."
+            )
+        if baseline.dim() == tensor.dim() and baseline.shape[0] not in (1, tensor.shape[0]):
+            raise ValueError(
+                f"baseline {index} has {baseline.shape[0]} examples but the inputs have "
+                f"{tensor.shape[0]}; give one baseline per example, or one for all."
+            )
+        try:
+            baseline = torch.broadcast_to(
+                baseline.to(device=tensor.device, dtype=tensor.dtype), tensor.shape
+            )
+        except RuntimeError:
+            raise ValueError(
+                f"baseline {index} has shape {tuple(baseline.shape)}, which does not "
+                f"broadcast to input {index}'s shape {tuple(tensor.shape)}."
+            ) from None
+        if not bool(torch.isfinite(baseline).all()):
+            raise ValueError(f"baseline {index} contains NaN or infinite values.")
+        expanded.append(baseline)
+    return tuple(expanded)
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    return int(value)

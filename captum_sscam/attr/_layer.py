@@ -1,0 +1,87 @@
+"""Capture a layer's activations and the model output in one forward pass (Captum's hooks)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from captum._utils.gradient import (
+    _extract_device_ids,
+    _forward_layer_distributed_eval,
+    _gather_distributed_tensors,
+)
+from torch import Tensor, nn
+
+
+def check_layer_in_model(forward_func: Callable[..., Any], layer: nn.Module) -> None:
+    """Raise if ``forward_func`` is a module that does not contain ``layer``."""
+    if not isinstance(layer, nn.Module):
+        raise TypeError(f"layer must be a torch.nn.Module, got {type(layer).__name__}.")
+    if isinstance(forward_func, nn.Module) and not any(
+        module is layer for module in forward_func.modules()
+    ):
+        raise ValueError(
+            f"layer {layer.__class__.__name__} is not a submodule of the model "
+            f"{forward_func.__class__.__name__}; pass a module of the model itself, "
+            "e.g. model.layer4."
+        )
+
+
+def layer_activations_and_output(
+    forward_func: Callable[..., Any],
+    layer: nn.Module,
+    inputs: tuple[Tensor, ...],
+    additional_forward_args: tuple[Any, ...] | None,
+    device_ids: list[int] | None,
+    attribute_to_layer_input: bool,
+) -> tuple[tuple[Tensor, ...], Tensor]:
+    """Run the model once; return the layer's tensors and the model output.
+
+    The activations come from Captum's own forward hooks (which are removed
+    before this returns, also on error). A layer that runs several times in one
+    forward is reported with a warning: Captum keeps the last call's tensors.
+    """
+    calls = 0
+
+    def count_call(*_: object) -> None:
+        nonlocal calls
+        calls += 1
+
+    counter = layer.register_forward_pre_hook(count_call)
+    try:
+        saved_layer, output = _forward_layer_distributed_eval(
+            forward_func,
+            inputs,
+            layer,
+            additional_forward_args=additional_forward_args,
+            attribute_to_layer_input=attribute_to_layer_input,
+            forward_hook_with_return=True,
+        )
+    except AssertionError as error:
+        if "did not obtain any outputs" not in str(error):
+            raise
+        raise ValueError(
+            f"layer {layer.__class__.__name__} never ran during the model's forward "
+            "pass; choose a layer that the forward actually calls."
+        ) from None
+    finally:
+        counter.remove()
+    replicas = len(saved_layer[layer])
+    if calls > replicas:
+        warnings.warn(
+            f"layer {layer.__class__.__name__} ran {calls // replicas} times in one "
+            "forward pass (a shared module?). Captum keeps only the last call's "
+            "tensors, so the maps explain that call; hook a module that runs once to "
+            "be sure which activations are used.",
+            UserWarning,
+            stacklevel=3,
+        )
+    device_ids = _extract_device_ids(forward_func, saved_layer, device_ids)
+    activations = _gather_distributed_tensors(saved_layer[layer], device_ids=device_ids)
+    if not isinstance(output, Tensor):
+        raise TypeError(
+            f"the model must return a Tensor, got {type(output).__name__}; wrap it in a "
+            "function that returns the scores to explain."
+        )
+    return activations, output
