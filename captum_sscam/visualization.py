@@ -1,0 +1,199 @@
+"""Overlays and method grids on top of :mod:`captum.attr.visualization`.
+
+Captum's :func:`~captum.attr.visualization.visualize_image_attr` draws one
+``(H, W, C)`` numpy attribution over an ``(H, W, 3)`` image. Score-CAM and the
+other CAM methods return ``(N, 1, h, w)`` tensors at the layer's resolution, so
+these helpers upsample them to the image (bilinear, as
+:meth:`captum.attr.LayerAttribution.interpolate` does), convert tensors to HWC
+arrays, and guard the all-zero map that Captum's normaliser rejects (it divides
+by the map's largest value). Everything is drawn by Captum's own function on a
+matplotlib :class:`~matplotlib.figure.Figure` (no pyplot, so it works headless).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from captum.attr import LayerAttribution
+from captum.attr import visualization as viz
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from torch import Tensor
+
+ZERO_MAP_NOTE = "map is all zero"
+
+
+def upsample_map(attribution: Tensor, size: tuple[int, int]) -> Tensor:
+    """``(N, C, h, w)`` (or ``(h, w)``, ``(C, h, w)``) maps resized bilinearly to ``size``.
+
+    Returns ``(N, C, H, W)``; a map already at ``size`` is returned unchanged.
+    """
+    maps = attribution.detach()
+    while maps.dim() < 4:
+        maps = maps.unsqueeze(0)
+    if maps.dim() != 4:
+        raise ValueError(
+            f"expected a map of shape (N, C, h, w), (C, h, w) or (h, w); got {tuple(maps.shape)}."
+        )
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return LayerAttribution.interpolate(maps.float(), tuple(size), interpolate_mode="bilinear")
+
+
+def image_to_hwc(image: Tensor | np.ndarray) -> np.ndarray:
+    """An image as the ``(H, W, C)`` numpy array Captum's visualization expects.
+
+    Accepts uint8 or float ``(H, W, C)`` arrays/tensors, and ``(C, H, W)`` or
+    ``(1, C, H, W)`` tensors (channels first when ``C`` is 1 or 3).
+    """
+    array = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3:
+        raise ValueError(f"expected one image (H, W, C) or (C, H, W); got shape {array.shape}.")
+    if array.shape[0] in (1, 3) and array.shape[2] not in (1, 3):
+        array = np.transpose(array, (1, 2, 0))
+    return array
+
+
+def map_to_hwc(attribution: Tensor, size: tuple[int, int]) -> np.ndarray:
+    """One example's map (``(1, C, h, w)``, ``(C, h, w)`` or ``(h, w)``) as an
+    ``(H, W, C)`` float array at ``size``."""
+    maps = upsample_map(attribution, size)
+    if maps.shape[0] != 1:
+        raise ValueError(
+            f"expected the map of one example, got a batch of {maps.shape[0]}; "
+            "index the batch first (attribution[i])."
+        )
+    if not torch.isfinite(maps).all():
+        raise ValueError("the map contains NaN or inf; it cannot be drawn.")
+    return maps[0].permute(1, 2, 0).cpu().numpy().astype(np.float64)
+
+
+def overlay(
+    attribution: Tensor,
+    image: Tensor | np.ndarray,
+    *,
+    method: str = "blended_heat_map",
+    sign: str = "positive",
+    cmap: str | None = "jet",
+    alpha_overlay: float = 0.5,
+    outlier_perc: float = 1,
+    title: str | None = None,
+    plt_fig_axis: tuple[Figure, Axes] | None = None,
+    fig_size: tuple[float, float] = (4, 4),
+) -> tuple[Figure, Axes]:
+    """Draw one example's map over its image with Captum's ``visualize_image_attr``.
+
+    Args:
+        attribution: the map of one example at any resolution (``(1, 1, h, w)``
+            from a CAM method, ``(1, 3, H, W)`` from IG, ...); it is upsampled to
+            the image and channels are summed by Captum.
+        image: uint8 or [0, 1] float image, HWC or CHW.
+        method, sign, cmap, alpha_overlay, outlier_perc: passed to Captum.
+        title: the axes' title.
+        plt_fig_axis: draw into this figure and axes; by default a new figure
+            whose single axes fills it (so the saved PNG is the picture alone
+            when there is no title).
+        fig_size: the new figure's size in inches.
+
+    Returns:
+        ``(figure, axes)``. An all-zero map (e.g. Score-CAM when every channel's
+        weight is negative) cannot be normalised, so the image is drawn alone
+        and the title says the map is all zero.
+    """
+    hwc_image = image_to_hwc(image)
+    hwc_map = map_to_hwc(attribution, hwc_image.shape[:2])
+    if plt_fig_axis is None:
+        figure = Figure(figsize=fig_size)
+        axes = figure.add_axes((0.0, 0.0, 1.0, 0.9 if title else 1.0))
+        axes.set_axis_off()
+        plt_fig_axis = (figure, axes)
+    if not np.any(hwc_map):
+        title = f"{title} ({ZERO_MAP_NOTE})" if title else ZERO_MAP_NOTE
+        method, hwc_map = "original_image", np.ones_like(hwc_map)
+    return viz.visualize_image_attr(
+        hwc_map,
+        hwc_image,
+        method=method,
+        sign=sign,
+        plt_fig_axis=plt_fig_axis,
+        outlier_perc=outlier_perc,
+        cmap=cmap,
+        alpha_overlay=alpha_overlay,
+        title=title,
+        use_pyplot=False,
+    )
+
+
+def method_grid(
+    images: Sequence[Tensor | np.ndarray],
+    attributions: Mapping[str, Tensor | Sequence[Tensor]],
+    *,
+    metrics: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    row_titles: Sequence[str] | None = None,
+    cell_size: float = 2.5,
+    **overlay_kwargs: object,
+) -> Figure:
+    """A grid: one row per image, the image then one overlay per method.
+
+    Args:
+        images: the N images (uint8 or [0, 1] float, HWC or CHW).
+        attributions: method name -> that method's N maps (a ``(N, C, h, w)``
+            tensor or a sequence of per-example maps), in column order.
+        metrics: optional method name -> metric name -> N values; each cell's
+            title lists its values (e.g. ``"deletion 0.081"``).
+        row_titles: optional N titles for the image column (e.g. the class).
+        cell_size: inches per cell.
+        overlay_kwargs: passed to :func:`overlay` (method, sign, cmap, ...).
+
+    Returns:
+        The matplotlib figure; save it with ``figure.savefig(path)``.
+    """
+    if not images:
+        raise ValueError("method_grid needs at least one image.")
+    for name, maps in attributions.items():
+        if len(maps) != len(images):
+            raise ValueError(f"{name!r} has {len(maps)} maps for {len(images)} images.")
+    if row_titles is not None and len(row_titles) != len(images):
+        raise ValueError(f"{len(row_titles)} row titles for {len(images)} images.")
+    columns = 1 + len(attributions)
+    figure = Figure(figsize=(cell_size * columns, cell_size * len(images) * 1.15))
+    grid = figure.subplots(len(images), columns, squeeze=False)
+    for row, image in enumerate(images):
+        hwc_image = image_to_hwc(image)
+        original = grid[row][0]
+        original.imshow(_displayable(hwc_image))
+        original.set_title(row_titles[row] if row_titles else "image", fontsize=9)
+        original.set_axis_off()
+        for column, (name, maps) in enumerate(attributions.items(), start=1):
+            axes = grid[row][column]
+            axes.set_axis_off()
+            title = cell_title(name, metrics.get(name, {}) if metrics else {}, row)
+            overlay(maps[row], hwc_image, plt_fig_axis=(figure, axes), **overlay_kwargs)
+            zero_map = axes.get_title() == ZERO_MAP_NOTE
+            axes.set_title(f"{title}\n({ZERO_MAP_NOTE})" if zero_map else title, fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def _displayable(hwc_image: np.ndarray) -> np.ndarray:
+    """What ``imshow`` draws: uint8 as is, floats read as Captum does (0-1, or 0-255
+    when larger values occur) and clipped to [0, 1], one channel squeezed."""
+    image = hwc_image
+    if image.dtype != np.uint8:
+        image = np.clip(image / 255.0 if image.max() > 1.0 else image, 0.0, 1.0)
+    return image[:, :, 0] if image.shape[2] == 1 else image
+
+
+def cell_title(method: str, metrics: Mapping[str, Sequence[float]], index: int) -> str:
+    """A cell's title: the method and its values for one example, one line each."""
+    values = "  ".join(f"{name} {float(values[index]):.3g}" for name, values in metrics.items())
+    return f"{method}\n{values}" if values else method
+
+
+__all__ = ["cell_title", "image_to_hwc", "map_to_hwc", "method_grid", "overlay", "upsample_map"]
