@@ -281,7 +281,7 @@ def run_explain(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (run,) = comparison.runs
     for index, photo in enumerate(photos):
-        path = out / f"{photo.name}_{slug(display)}.png"
+        path = out / f"{slug(photo.name)}_{slug(display)}.png"
         path.write_bytes(overlay_png(run.maps[index : index + 1], photo))
         prediction = comparison.predictions[index]
         explained = comparison.targets[index]

@@ -276,7 +276,7 @@ def write_report(
     title: str = "Attribution methods compared",
     model_name: str = "",
 ) -> Path:
-    """Write ``report.html`` and one ``<photo>_<method>.png`` overlay per cell.
+    """Write ``report.html`` and one ``<photo>_<method>.png`` overlay per cell (names slugged).
 
     Returns the path of the HTML file; it does not need the PNG files (its
     pictures are embedded), they are there for other uses.
@@ -287,7 +287,7 @@ def write_report(
     for run in comparison.runs:
         for index, photo in enumerate(comparison.photos):
             png = overlay_png(run.maps[index : index + 1], photo)
-            (out / f"{photo.name}_{slug(run.name)}.png").write_bytes(png)
+            (out / f"{slug(photo.name)}_{slug(run.name)}.png").write_bytes(png)
             cells[index, run.name] = data_uri(png)
     originals = [data_uri(photo_png(photo)) for photo in comparison.photos]
     page = render_html(comparison, cells, originals, title=title, model_name=model_name)
