@@ -18,7 +18,7 @@ if importlib.util.find_spec("captum.insights") is not None:
 
 
 def test_register_raises_a_clear_error() -> None:
-    with pytest.raises(InsightsUnavailableError, match="removed in Captum 0.9.0") as error:
+    with pytest.raises(InsightsUnavailableError, match=r"removed in Captum 0\.9\.0") as error:
         register(lambda model: model.layer4)
     assert "pip install 'captum-sscam[insights]'" in str(error.value)
 
