@@ -3,8 +3,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
+# Captum Insights exists in Captum 0.8.x only: its tests run in an environment of their own.
+INSIGHTS_VENV := .venv-insights
+INSIGHTS_BIN := $(INSIGHTS_VENV)/bin
+# SS-CAM costs nt_samples x 1280 forward passes per photo on EfficientNet-Lite0 (the papers'
+# 35 take about 4-5 minutes per photo on a 2-core CPU); the demo uses fewer to finish in minutes.
+DEMO_NT_SAMPLES ?= 2
+DEMO_IG_STEPS ?= 16
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv test lint demo clean
+.PHONY: venv insights-venv chromium lint test test-main test-insights docs demo insights clean
 
 venv: $(VENV)/.installed
 
@@ -15,14 +23,48 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q --no-deps imgaug==0.4.0  # for its quokka photo + box, read by path
 	touch $@
 
+insights-venv: $(INSIGHTS_VENV)/.installed
+
+$(INSIGHTS_VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(INSIGHTS_VENV)
+	$(INSIGHTS_BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(INSIGHTS_BIN)/python -m pip install -q -c constraints.txt -e '.[insights,demo,browser]' pytest
+	$(INSIGHTS_BIN)/python -m pip install -q --no-deps imgaug==0.4.0
+	touch $@
+
+# Debian's chromium and chromedriver, for the browser tests (selenium comes with the venvs).
+chromium:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "chromium and chromedriver are installed"; \
+	else \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; \
+	fi
+
 lint: venv
 	$(BIN)/ruff check .
 
-test: venv lint
+test-main: venv chromium
 	$(BIN)/pytest -q
 
+docs: venv
+	$(BIN)/mkdocs build --strict
+
+test-insights: insights-venv chromium
+	$(INSIGHTS_BIN)/pytest -q tests/test_insights_dashboard.py
+
+test: lint test-main docs test-insights
+
 demo: venv
-	$(BIN)/python examples/demo.py --out build/demo
+	@echo "make demo: Integrated Gradients, Grad-CAM, Score-CAM and SS-CAM on the bundled photos"
+	@echo "with the bundled pretrained EfficientNet-Lite0. SS-CAM uses --nt-samples $(DEMO_NT_SAMPLES)"
+	@echo "here (the papers' 35 take about 4-5 minutes per photo on a 2-core CPU); this takes a"
+	@echo "few minutes. Set DEMO_NT_SAMPLES=35 for the papers' setting."
+	$(BIN)/captum-sscam compare --bundled --nt-samples $(DEMO_NT_SAMPLES) \
+		--ig-steps $(DEMO_IG_STEPS) --out build/demo --title "captum-sscam demo"
+
+insights: insights-venv
+	$(INSIGHTS_BIN)/captum-sscam insights
 
 clean:
 	rm -rf build site .pytest_cache

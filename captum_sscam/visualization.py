@@ -94,7 +94,11 @@ def overlay(
             from a CAM method, ``(1, 3, H, W)`` from IG, ...); it is upsampled to
             the image and channels are summed by Captum.
         image: uint8 or [0, 1] float image, HWC or CHW.
-        method, sign, cmap, alpha_overlay, outlier_perc: passed to Captum.
+        method: Captum's visualization method (``"blended_heat_map"``, ``"heat_map"``, ...).
+        sign: which sign of the map to draw (``"positive"`` suits CAM maps).
+        cmap: the colormap of the heat map.
+        alpha_overlay: the heat map's opacity over the image.
+        outlier_perc: the top percentage of values clipped before normalising.
         title: the axes' title.
         plt_fig_axis: draw into this figure and axes; by default a new figure
             whose single axes fills it (so the saved PNG is the picture alone
