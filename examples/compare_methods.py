@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from captum_sscam.cli import load_model, resolve_layer
-from captum_sscam.data import quokka, resize_photo, skimage_photos, voc_scene
+from captum_sscam.cli import add_model_arguments, bundled_photos, model_and_layer
 from captum_sscam.report import attribution_methods, class_name, compare
 from captum_sscam.visualization import method_grid
 
@@ -19,18 +18,14 @@ from captum_sscam.visualization import method_grid
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", default="coffee,chelsea", help="bundled photos, by name")
-    parser.add_argument("--model", default="lite0", help="lite0, torchvision name, or mod:fn")
-    parser.add_argument("--layer", help="layer to explain (default: the model's last block)")
-    parser.add_argument("--size", type=int, default=224, help="input size (non-bundled models)")
+    add_model_arguments(parser)
     parser.add_argument("--nt-samples", type=int, default=4, help="SS-CAM samples (papers: 35)")
     parser.add_argument("--ig-steps", type=int, default=16)
     parser.add_argument("--out", default="build/examples/compare.png")
     args = parser.parse_args()
 
-    loaded = load_model(args.model, input_size=args.size)
-    layer = resolve_layer(loaded.model, args.layer or loaded.default_layer, args.model)
-    bundled = {photo.name: photo for photo in [*skimage_photos(), quokka(), voc_scene()]}
-    photos = [resize_photo(bundled[name], loaded.input_size) for name in args.photos.split(",")]
+    loaded, layer = model_and_layer(args)
+    photos = bundled_photos(loaded.input_size, args.photos.split(","))
 
     methods = attribution_methods(
         loaded.model, layer, nt_samples=args.nt_samples, ig_steps=args.ig_steps

@@ -14,8 +14,7 @@ import argparse
 import torch
 from captum.metrics import infidelity
 
-from captum_sscam.cli import load_model, resolve_layer
-from captum_sscam.data import quokka, resize_photo, skimage_photos, voc_scene
+from captum_sscam.cli import add_model_arguments, bundled_photos, model_and_layer
 from captum_sscam.insights import input_shaped
 from captum_sscam.report import attribution_methods, mean, metric_values, metrics_module
 
@@ -23,18 +22,14 @@ from captum_sscam.report import attribution_methods, mean, metric_values, metric
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", default="quokka,coffee", help="bundled photos, by name")
-    parser.add_argument("--model", default="lite0", help="lite0, torchvision name, or mod:fn")
-    parser.add_argument("--layer", help="layer to explain (default: the model's last block)")
-    parser.add_argument("--size", type=int, default=224, help="input size (non-bundled models)")
+    add_model_arguments(parser)
     parser.add_argument("--nt-samples", type=int, default=4, help="SS-CAM samples (papers: 35)")
     parser.add_argument("--perturbations", type=int, default=8, help="infidelity samples")
     args = parser.parse_args()
 
-    loaded = load_model(args.model, input_size=args.size)
+    loaded, layer = model_and_layer(args)
     model = loaded.model
-    layer = resolve_layer(model, args.layer or loaded.default_layer, args.model)
-    bundled = {photo.name: photo for photo in [*skimage_photos(), quokka(), voc_scene()]}
-    photos = [resize_photo(bundled[name], loaded.input_size) for name in args.photos.split(",")]
+    photos = bundled_photos(loaded.input_size, args.photos.split(","))
     x = loaded.preprocess(torch.stack([torch.from_numpy(p.image.copy()) for p in photos]))
     with torch.no_grad():
         target = model(x).argmax(dim=1)

@@ -13,31 +13,25 @@ from pathlib import Path
 import torch
 
 from captum_sscam import ScoreCAM, SmoothedScoreCAM
-from captum_sscam.cli import load_images, load_model, resolve_layer
-from captum_sscam.data import resize_photo, skimage_photos
+from captum_sscam.cli import add_model_arguments, bundled_photos, load_images, model_and_layer
 from captum_sscam.visualization import overlay
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", help="an image file (default: scikit-image's chelsea)")
-    parser.add_argument("--model", default="lite0", help="lite0, torchvision name, or mod:fn")
-    parser.add_argument("--layer", help="layer to explain (default: the model's last block)")
-    parser.add_argument("--size", type=int, default=224, help="input size (non-bundled models)")
+    add_model_arguments(parser)
     parser.add_argument("--method", choices=("ss-cam", "score-cam"), default="ss-cam")
     parser.add_argument("--nt-samples", type=int, default=8, help="SS-CAM samples (papers: 35)")
     parser.add_argument("--out", default="build/examples/explain.png")
     args = parser.parse_args()
 
-    loaded = load_model(args.model, input_size=args.size)
-    model, layer = (
-        loaded.model,
-        resolve_layer(loaded.model, args.layer or loaded.default_layer, args.model),
-    )
+    loaded, layer = model_and_layer(args)
+    model = loaded.model
     if args.image:
         (photo,) = load_images([args.image], loaded.input_size)
     else:
-        photo = resize_photo(skimage_photos()[1], loaded.input_size)
+        (photo,) = bundled_photos(loaded.input_size, ["chelsea"])
     x = loaded.preprocess(torch.from_numpy(photo.image.copy())[None])
 
     with torch.no_grad():

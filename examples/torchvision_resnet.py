@@ -16,8 +16,7 @@ import torch
 from captum.attr import LayerAttribution, NoiseTunnel
 
 from captum_sscam import ScoreCAM, SmoothedScoreCAM
-from captum_sscam.cli import CLIError, load_model
-from captum_sscam.data import resize_photo, skimage_photos
+from captum_sscam.cli import CLIError, bundled_photos, load_model
 from captum_sscam.visualization import method_grid
 
 
@@ -38,7 +37,7 @@ def main() -> None:
         loaded = load_model("resnet18", "random", args.size)
     model = loaded.model
 
-    photo = resize_photo(skimage_photos()[0], args.size)  # coffee
+    (photo,) = bundled_photos(args.size, ["coffee"])
     x = loaded.preprocess(torch.from_numpy(photo.image.copy())[None])
     with torch.no_grad():
         target = int(model(x).argmax())
