@@ -206,3 +206,26 @@ def test_dashboard_in_chromium_shows_ss_cam_attributions(model) -> None:
     assert len(attributions) == EXAMPLES
     assert all(complete and width > 0 and height > 0 for _, complete, width, height in images)
     assert shot.stat().st_size > 10_000
+
+
+def test_insights_command_serves_the_bundled_model_and_photos(monkeypatch, capsys) -> None:
+    from captum.insights import AttributionVisualizer
+    from captum.insights.attr_vis import config
+
+    from captum_sscam.cli import main
+
+    served = {}
+
+    def fake_serve(visualizer, **kwargs):  # records instead of blocking on a port
+        served.update(kwargs, visualizer=visualizer)
+
+    monkeypatch.setattr(AttributionVisualizer, "serve", fake_serve)
+    assert main(["insights", "--port", "8765", "--nt-samples", "3"]) == 0
+    assert served["port"] == 8765 and served["blocking"] is True
+    assert "Ctrl-C stops it" in capsys.readouterr().out
+    assert config.ATTRIBUTION_METHOD_CONFIG["SS-CAM"].params["nt_samples"].value == 3
+    (batch,) = served["visualizer"].dataset
+    assert batch.inputs.shape == (7, 3, 224, 224)
+    classes = served["visualizer"].classes
+    names = [classes[int(label)] for label in batch.labels]
+    assert names[:2] == ["espresso", "Egyptian cat"]  # coffee, chelsea (SPEC: Lite0 at 224 px)
