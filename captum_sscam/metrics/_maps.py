@@ -9,15 +9,9 @@ from torch import Tensor
 
 def check_images(inputs: Tensor | tuple[Tensor, ...]) -> Tensor:
     """The ``(N, C, H, W)`` floating-point images the metrics perturb."""
-    if isinstance(inputs, tuple):
-        if len(inputs) != 1:
-            raise ValueError(
-                f"the metrics perturb one image tensor, got a tuple of {len(inputs)} inputs; "
-                "pass the image tensor and move other inputs to additional_forward_args."
-            )
-        inputs = inputs[0]
-    if not isinstance(inputs, Tensor):
-        raise TypeError(f"inputs must be a Tensor of images, got {type(inputs).__name__}.")
+    inputs = _one_tensor(
+        inputs, "inputs", "pass the image tensor and move other inputs to additional_forward_args"
+    )
     if inputs.dim() != 4 or inputs.shape[0] == 0:
         raise ValueError(
             f"inputs must be (N, C, H, W) images with N >= 1, got shape {tuple(inputs.shape)}."
@@ -27,6 +21,17 @@ def check_images(inputs: Tensor | tuple[Tensor, ...]) -> Tensor:
     if not bool(torch.isfinite(inputs).all()):
         raise ValueError("inputs contain NaN or infinite values.")
     return inputs
+
+
+def _one_tensor(value: Tensor | tuple[Tensor, ...], name: str, advice: str) -> Tensor:
+    """A Tensor, or the only element of a one-element tuple (Captum's tuple form)."""
+    if isinstance(value, tuple):
+        if len(value) != 1:
+            raise ValueError(f"{name} is a tuple of {len(value)} tensors; {advice}.")
+        value = value[0]
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a Tensor, got {type(value).__name__}.")
+    return value
 
 
 def saliency_maps(
@@ -42,15 +47,9 @@ def saliency_maps(
     (``align_corners=False``, as Score-CAM upsamples its masks) when its size
     differs from ``size``.
     """
-    if isinstance(attributions, tuple):
-        if len(attributions) != 1:
-            raise ValueError(
-                f"got a tuple of {len(attributions)} attributions; the metrics take one map "
-                "per example (one tensor)."
-            )
-        attributions = attributions[0]
-    if not isinstance(attributions, Tensor):
-        raise TypeError(f"attributions must be a Tensor, got {type(attributions).__name__}.")
+    attributions = _one_tensor(
+        attributions, "attributions", "the metrics take one map per example (one tensor)"
+    )
     if attributions.dim() not in (3, 4):
         raise ValueError(
             f"attributions have shape {tuple(attributions.shape)}; expected (N, h, w), "
