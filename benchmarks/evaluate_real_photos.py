@@ -173,7 +173,7 @@ def main() -> None:
         help=f"comma list from {OURS + REFERENCE}",
     )
     parser.add_argument(
-        "--out", default="build/real_photos", help="records go to OUT/<photos>-n<nt-samples>/"
+        "--out", default="build/real_photos", help="records go to OUT/n<nt-samples>-step<step>/"
     )
     parser.add_argument("--figures", default="docs/img", help="folder for the PNG figures")
     parser.add_argument("--figure-photos", type=int, default=3, help="photos in the map figure")
@@ -194,7 +194,7 @@ def main() -> None:
     methods = {name: every[name] for name in names}
     cache: dict = {}
     start = time.perf_counter()
-    out = Path(args.out) / f"{args.photos.replace(',', '-')}-n{args.nt_samples}"
+    out = Path(args.out) / f"n{args.nt_samples}-step{args.step}"
     records = evaluate(model, caching(methods, cache), samples, out, step=args.step)
     elapsed = time.perf_counter() - start
     print(

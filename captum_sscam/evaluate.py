@@ -4,7 +4,8 @@ Every image of a :class:`torch.utils.data.Dataset` (or an image folder) is
 explained by each method and scored by :mod:`captum_sscam.metrics`. Results
 are appended to ``part-<rank>.jsonl`` in the output folder as each image
 finishes, so an interrupted run started again with the same folder resumes
-where it stopped (finished ``(image, method)`` pairs are skipped). Under
+where it stopped (finished ``(image name, method)`` pairs are skipped; keep the
+metric settings of a folder fixed). Under
 ``torchrun`` each rank takes a shard (:class:`~torch.utils.data.DistributedSampler`,
 gloo on CPU, nccl on GPUs), results are gathered and rank 0 writes
 ``results.jsonl`` and ``table.md``::
@@ -82,6 +83,9 @@ class ImageFolder(Dataset):
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def sample_names(self) -> list[str]:
+        return [str(path.relative_to(self.root)) for path in self.paths]
 
     def __getitem__(self, index: int) -> Sample:
         from PIL import Image
@@ -162,7 +166,8 @@ def evaluate(
 ) -> list[dict[str, Any]]:
     """Explain and score every image; returns all records (rank 0) or ``[]``.
 
-    Each record holds ``index`` (position in ``dataset``), ``name``, ``method``,
+    Each record holds ``index`` (position in ``dataset``), ``name`` (which
+    identifies the image when resuming: names must be unique), ``method``,
     ``target``, ``seconds`` (time of the attribution alone) and one value per
     metric: deletion (zeros substrate) and insertion (blur substrate) AUC at
     ``step`` (with the curves: ``fractions``, ``deletion_curve``,
@@ -178,8 +183,9 @@ def evaluate(
     _barrier(world_size)
     done = read_records(out_dir)
     _barrier(world_size)  # every rank has read before any rank appends
-    finished = {(r["index"], r["method"]) for r in done}
-    pending = [i for i in range(len(dataset)) if any((i, m) not in finished for m in methods)]
+    names = _sample_names(dataset)
+    finished = {(r["name"], r["method"]) for r in done}
+    pending = [i for i, name in enumerate(names) if any((name, m) not in finished for m in methods)]
     shard = list(DistributedSampler(pending, world_size, rank, shuffle=False))
     device = _device_of(model)
     new_records: list[dict[str, Any]] = []
@@ -188,9 +194,9 @@ def evaluate(
         for position in bar:
             index = pending[position]
             sample = _as_sample(dataset[index])
-            todo = {m: f for m, f in methods.items() if (index, m) not in finished}
+            todo = {m: f for m, f in methods.items() if (names[index], m) not in finished}
             for record in _evaluate_sample(
-                model, todo, sample, index, device, step, max_examples_per_batch
+                model, todo, sample, index, names[index], device, step, max_examples_per_batch
             ):
                 part.write(json.dumps(record) + "\n")
                 part.flush()
@@ -198,7 +204,7 @@ def evaluate(
     gathered = _gather(new_records, rank, world_size)
     if rank != 0:
         return []
-    records = _merge(done + gathered, list(methods))
+    records = _merge(done + gathered, names, list(methods))
     with (out_dir / "results.jsonl").open("w") as merged:
         merged.writelines(json.dumps(record) + "\n" for record in records)
     (out_dir / "table.md").write_text(format_table(records, list(methods)) + "\n")
@@ -262,6 +268,7 @@ def _evaluate_sample(
     methods: Mapping[str, Explain],
     sample: Sample,
     index: int,
+    name: str,
     device: torch.device,
     step: float,
     max_examples_per_batch: int | None,
@@ -290,7 +297,7 @@ def _evaluate_sample(
         )
         record = {
             "index": index,
-            "name": sample.name or str(index),
+            "name": name,
             "method": method,
             "target": target,
             "seconds": seconds,
@@ -327,11 +334,37 @@ def _as_sample(item: Any) -> Sample:
     )
 
 
-def _merge(records: Iterable[dict[str, Any]], methods: Sequence[str]) -> list[dict[str, Any]]:
-    """One record per ``(index, method)`` (DistributedSampler pads shards with repeats)."""
-    unique = {(r["index"], r["method"]): r for r in records if r["method"] in methods}
+def _merge(
+    records: Iterable[dict[str, Any]], names: Sequence[str], methods: Sequence[str]
+) -> list[dict[str, Any]]:
+    """One record per image of ``names`` and method, in dataset order (DistributedSampler
+    pads shards with repeats; the folder may hold images of earlier runs)."""
+    position = {name: i for i, name in enumerate(names)}
     order = {m: i for i, m in enumerate(methods)}
+    unique = {
+        (r["name"], r["method"]): {**r, "index": position[r["name"]]}
+        for r in records
+        if r["method"] in order and r["name"] in position
+    }
     return sorted(unique.values(), key=lambda r: (r["index"], order[r["method"]]))
+
+
+def _sample_names(dataset: Dataset | Sequence[Sample]) -> list[str]:
+    """Each image's name, which identifies its records across runs (must be unique).
+
+    Uses ``dataset.sample_names()`` when the dataset has it (``ImageFolder`` does);
+    otherwise loads every item once for its ``name`` (its index when unnamed).
+    """
+    if hasattr(dataset, "sample_names"):
+        names = list(dataset.sample_names())
+    else:
+        names = [_as_sample(dataset[i]).name or str(i) for i in range(len(dataset))]
+    if len(set(names)) != len(names):
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(
+            f"sample names must be unique (they key the saved results); repeated: {duplicates[:5]}."
+        )
+    return names
 
 
 def _rank_and_world_size() -> tuple[int, int]:

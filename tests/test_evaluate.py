@@ -126,6 +126,29 @@ def test_an_interrupted_run_resumes_without_redoing_finished_images(tmp_path):
     assert_same_records(resumed, fresh)
 
 
+def test_a_larger_dataset_reuses_the_records_of_a_smaller_one(tmp_path):
+    model, methods = tiny_setup()
+    dataset = tiny_dataset()
+    evaluate(model, methods, dataset[1:3], tmp_path, step=STEP, progress=False)
+    calls = []
+
+    def counting(name):
+        def explain(images, targets):
+            calls.append(name)
+            return methods[name](images, targets)
+
+        return explain
+
+    counted = {m: counting(m) for m in METHODS}
+    records = evaluate(model, counted, dataset, tmp_path, step=STEP, progress=False)
+    assert len(calls) == 3 * len(METHODS)  # images 0, 3, 4 only
+    assert [r["index"] for r in records[:: len(METHODS)]] == [0, 1, 2, 3, 4]
+    fresh = evaluate(model, methods, dataset, tmp_path / "fresh", step=STEP, progress=False)
+    assert_same_records(records, fresh)
+    with pytest.raises(ValueError, match="unique"):
+        evaluate(model, methods, [dataset[0], dataset[0]], tmp_path, progress=False)
+
+
 def test_records_hold_the_metrics_and_curves(tmp_path):
     model, methods = tiny_setup()
     dataset = [*tiny_dataset()[:1], Sample(torch.randn(3, 8, 8), 2, (), "no boxes")]
@@ -168,6 +191,7 @@ def test_image_folder(tmp_path):
     assert sample.name == "b.png" and sample.image.shape == (3, 16, 16)
     assert float(sample.image[0].mean()) == pytest.approx((255 - 127) / 128)
     assert folder[1].name == "sub/a.jpg"
+    assert folder.sample_names() == ["b.png", "sub/a.jpg"]
     with pytest.raises(ValueError, match="no image files"):
         ImageFolder(tmp_path / "sub" / "missing")
 
