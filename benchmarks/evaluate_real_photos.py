@@ -92,40 +92,55 @@ def photo_samples(names: list[str], model: torch.nn.Module) -> list[Sample]:
     return samples
 
 
-def caching(methods: dict[str, Explain], cache: dict) -> dict[str, Explain]:
-    """The same methods, keeping each map (for the figure) by (target, method)."""
+class SavedMaps:
+    """Each method's map of each photo, saved under ``folder`` for the figure."""
 
-    def keep(name: str, explain: Explain) -> Explain:
-        def run(images: Tensor, targets: Tensor) -> Tensor:
-            maps = explain(images, targets)
-            cache[(float(images.sum()), name)] = maps.detach()
-            return maps
+    def __init__(self, folder: Path, samples: list[Sample]) -> None:
+        self.folder = folder
+        self.samples = samples
+        folder.mkdir(parents=True, exist_ok=True)
 
-        return run
+    def path(self, photo: str, method: str) -> Path:
+        return self.folder / f"{photo}__{method.replace(' ', '_')}.pt"
 
-    return {name: keep(name, explain) for name, explain in methods.items()}
+    def saving(self, methods: dict[str, Explain]) -> dict[str, Explain]:
+        """The same methods; each map is also saved."""
+
+        def keep(method: str, explain: Explain) -> Explain:
+            def run(images: Tensor, targets: Tensor) -> Tensor:
+                maps = explain(images, targets)
+                photo = next(s.name for s in self.samples if torch.equal(s.image, images[0]))
+                torch.save(maps.detach().cpu(), self.path(photo, method))
+                return maps
+
+            return run
+
+        return {method: keep(method, explain) for method, explain in methods.items()}
+
+    def load(self, sample: Sample, method: str, explain: Explain) -> Tensor:
+        path = self.path(sample.name, method)
+        if path.exists():
+            return torch.load(path)
+        return explain(sample.image.unsqueeze(0), torch.tensor([sample.target]))
 
 
-def plot_maps(samples: list[Sample], methods: dict, cache: dict, path: Path) -> None:
+def plot_maps(samples: list[Sample], methods: dict, saved: SavedMaps, path: Path) -> None:
     fig, axes = plt.subplots(
         len(samples), len(methods) + 1, figsize=(1.6 * (len(methods) + 1), 1.7 * len(samples))
     )
     axes = np.atleast_2d(axes)
     for row, sample in zip(axes, samples, strict=True):
-        images = sample.image.unsqueeze(0)
         picture = ((sample.image.permute(1, 2, 0) * 128 + 127).clamp(0, 255) / 255).numpy()
         row[0].imshow(picture)
         row[0].set_ylabel(sample.name, fontsize=7)
         for column, (name, explain) in zip(row[1:], methods.items(), strict=True):
-            key = (float(images.sum()), name)
-            maps = cache.get(key)
-            if maps is None:
-                maps = explain(images, torch.tensor([sample.target]))
-            heat = maps.float()
+            heat = saved.load(sample, name, explain).float()
             heat = heat.sum(1, keepdim=True) if heat.dim() == 4 else heat.unsqueeze(1)
             heat = F.interpolate(heat, size=picture.shape[:2], mode="bilinear")[0, 0]
+            heat = heat.clamp(min=0)  # positive evidence, scaled to its 99th percentile
+            heat = (heat / heat.quantile(0.99).clamp(min=1e-12)).clamp(max=1)
             column.imshow(picture)
-            column.imshow(heat.numpy(), cmap="jet", alpha=0.5)
+            column.imshow(heat.numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
         for axis in row:
             for x1, y1, x2, y2 in sample.boxes:
                 axis.add_patch(
@@ -164,7 +179,7 @@ def plot_curves(records: list[dict], methods: list[str], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--photos", default="quokka,coffee", help=f"comma list from {PHOTOS}")
+    parser.add_argument("--photos", default="quokka,voc,coffee", help=f"comma list from {PHOTOS}")
     parser.add_argument("--nt-samples", type=int, default=2, help="SS-CAM noise samples (N)")
     parser.add_argument("--step", type=float, default=0.01, help="deletion/insertion step")
     parser.add_argument(
@@ -192,10 +207,10 @@ def main() -> None:
     every = captum_methods(model, layer, [n for n in OURS if n in names], args.nt_samples)
     every.update(torchcam_methods(model, layer, args.nt_samples))
     methods = {name: every[name] for name in names}
-    cache: dict = {}
     start = time.perf_counter()
     out = Path(args.out) / f"n{args.nt_samples}-step{args.step}"
-    records = evaluate(model, caching(methods, cache), samples, out, step=args.step)
+    saved = SavedMaps(out / "maps", samples)
+    records = evaluate(model, saved.saving(methods), samples, out, step=args.step)
     elapsed = time.perf_counter() - start
     print(
         f"\nEfficientNet-Lite0, 224 px, {len(samples)} photos, SS-CAM nt_samples={args.nt_samples} "
@@ -205,7 +220,7 @@ def main() -> None:
     print(format_table(records, list(methods)))
     figures = Path(args.figures)
     figures.mkdir(parents=True, exist_ok=True)
-    plot_maps(samples[: args.figure_photos], methods, cache, figures / "results_maps.png")
+    plot_maps(samples[: args.figure_photos], methods, saved, figures / "results_maps.png")
     plot_curves(records, list(methods), figures / "results_curves.png")
     summary = {r["name"]: r["target"] for r in records}
     print("\ntargets:", json.dumps(summary))
