@@ -184,12 +184,16 @@ def evaluate(
     done = read_records(out_dir)
     _barrier(world_size)  # every rank has read before any rank appends
     names = _sample_names(dataset)
+    done = [r for r in done if r.get("step") == step]  # another step size is another metric
     finished = {(r["name"], r["method"]) for r in done}
     pending = [i for i, name in enumerate(names) if any((name, m) not in finished for m in methods)]
     shard = list(DistributedSampler(pending, world_size, rank, shuffle=False))
     device = _device_of(model)
     new_records: list[dict[str, Any]] = []
-    with (out_dir / f"part-{rank}.jsonl").open("a") as part:
+    part_path = out_dir / f"part-{rank}.jsonl"
+    with part_path.open("a") as part:
+        if part_path.stat().st_size and not part_path.read_bytes().endswith(b"\n"):
+            part.write("\n")  # end a line cut short by an interruption
         bar = tqdm(shard, desc=f"rank {rank}", unit="image", disable=not progress)
         for position in bar:
             index = pending[position]
@@ -301,6 +305,7 @@ def _evaluate_sample(
             "method": method,
             "target": target,
             "seconds": seconds,
+            "step": step,
             "deletion": float(deletion.auc[0]),
             "insertion": float(insertion.auc[0]),
             "average_drop": float(average_drop(model, images, attributions, **common)),

@@ -124,6 +124,8 @@ def test_an_interrupted_run_resumes_without_redoing_finished_images(tmp_path):
     assert [name for name, _ in counted[:2]] == ["Score-CAM", "SS-CAM (mask)"]
     fresh = evaluate(model, methods, tiny_dataset(), tmp_path / "fresh", step=STEP, progress=False)
     assert_same_records(resumed, fresh)
+    # The cut line was ended, so every record of the resumed run is on disk too.
+    assert len(read_records(tmp_path)) == 5 * len(METHODS)
 
 
 def test_a_larger_dataset_reuses_the_records_of_a_smaller_one(tmp_path):
