@@ -134,7 +134,7 @@ def plot_maps(samples: list[Sample], methods: dict, saved: SavedMaps, path: Path
         row[0].imshow(picture)
         row[0].set_ylabel(sample.name, fontsize=7)
         for column, (name, explain) in zip(row[1:], methods.items(), strict=True):
-            heat = saved.load(sample, name, explain).float()
+            heat = saved.load(sample, name, explain).detach().float()
             heat = heat.sum(1, keepdim=True) if heat.dim() == 4 else heat.unsqueeze(1)
             heat = F.interpolate(heat, size=picture.shape[:2], mode="bilinear")[0, 0]
             heat = heat.clamp(min=0)  # positive evidence, scaled to its 99th percentile
@@ -153,6 +153,9 @@ def plot_maps(samples: list[Sample], methods: dict, saved: SavedMaps, path: Path
     fig.tight_layout()
     fig.savefig(path, dpi=72)
     plt.close(fig)
+    from PIL import Image
+
+    Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)  # a small PNG
 
 
 def plot_curves(records: list[dict], methods: list[str], path: Path) -> None:
@@ -191,7 +194,9 @@ def main() -> None:
         "--out", default="build/real_photos", help="records go to OUT/n<nt-samples>-step<step>/"
     )
     parser.add_argument("--figures", default="docs/img", help="folder for the PNG figures")
-    parser.add_argument("--figure-photos", type=int, default=3, help="photos in the map figure")
+    parser.add_argument(
+        "--figure-photos", default="", help="comma list of photos in the map figure (default: all)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
     if args.threads:
@@ -220,7 +225,9 @@ def main() -> None:
     print(format_table(records, list(methods)))
     figures = Path(args.figures)
     figures.mkdir(parents=True, exist_ok=True)
-    plot_maps(samples[: args.figure_photos], methods, saved, figures / "results_maps.png")
+    shown = args.figure_photos.split(",") if args.figure_photos else [s.name for s in samples]
+    shown_samples = [sample for sample in samples if sample.name in shown]
+    plot_maps(shown_samples, methods, saved, figures / "results_maps.png")
     plot_curves(records, list(methods), figures / "results_curves.png")
     summary = {r["name"]: r["target"] for r in records}
     print("\ntargets:", json.dumps(summary))
