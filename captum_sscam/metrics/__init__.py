@@ -1,0 +1,23 @@
+"""Faithfulness and localisation metrics of the Score-CAM and SS-CAM papers.
+
+Functional, in the style of :mod:`captum.metrics`: each takes the model, the
+inputs and the attributions of any method (layer maps at any resolution, or
+input attributions with channels) and returns one value per example.
+"""
+
+from captum_sscam.metrics.captum_adapters import input_shaped, tuple_explanation
+from captum_sscam.metrics.confidence import average_drop, increase_in_confidence
+from captum_sscam.metrics.deletion_insertion import Curves, deletion_auc, insertion_auc
+from captum_sscam.metrics.pointing import energy_pointing_game, pointing_game
+
+__all__ = [
+    "Curves",
+    "average_drop",
+    "deletion_auc",
+    "energy_pointing_game",
+    "increase_in_confidence",
+    "input_shaped",
+    "insertion_auc",
+    "pointing_game",
+    "tuple_explanation",
+]

@@ -1,0 +1,104 @@
+"""Average Drop and Increase in Confidence (Grad-CAM++; Score-CAM section 4.2)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from captum._utils.typing import TargetType
+from torch import Tensor
+
+from captum_sscam.metrics._maps import check_images, min_max_normalised, saliency_maps
+from captum_sscam.metrics._scoring import (
+    Score,
+    check_batch_size,
+    check_score,
+    class_scores,
+    resolve_target,
+)
+
+
+def average_drop(
+    forward_func: Callable[..., Tensor],
+    inputs: Tensor | tuple[Tensor],
+    attributions: Tensor | tuple[Tensor],
+    target: TargetType = None,
+    additional_forward_args: Any = None,
+    score: Score = "probability",
+    max_examples_per_batch: int | None = None,
+) -> Tensor:
+    r"""Per-example drop in confidence, in %: :math:`100 \max(0, Y - O) / Y`; lower is better.
+
+    Chattopadhyay et al., "Grad-CAM++", WACV 2018, section 5.1.1, restated in
+    Score-CAM (Wang et al., CVPR-W 2020) section 4.2. :math:`Y` is the class
+    score of the image, :math:`O` that of the image multiplied by its map,
+    min-max normalised to [0, 1] per example (a constant map becomes all zeros).
+    The mean over examples is the paper's Average Drop %.
+
+    Arguments as in :func:`~captum_sscam.metrics.deletion_auc`. Raises if a class
+    score :math:`Y` is not positive (the ratio is meaningless; use
+    ``score="probability"``).
+    """
+    original, explained = _scores(
+        forward_func, inputs, attributions, target, additional_forward_args, score,
+        max_examples_per_batch,
+    )  # fmt: skip
+    if bool((original <= 0).any()):
+        raise ValueError(
+            "Average Drop divides by the class score Y of the image, and some Y <= 0; "
+            "use score='probability' (the default)."
+        )
+    return 100 * (original - explained).clamp(min=0) / original
+
+
+def increase_in_confidence(
+    forward_func: Callable[..., Tensor],
+    inputs: Tensor | tuple[Tensor],
+    attributions: Tensor | tuple[Tensor],
+    target: TargetType = None,
+    additional_forward_args: Any = None,
+    score: Score = "probability",
+    max_examples_per_batch: int | None = None,
+) -> Tensor:
+    r"""Per example 100 if :math:`O > Y` else 0; higher is better.
+
+    Same paper and quantities as :func:`average_drop`; the mean over examples is
+    the Increase in Confidence %.
+    """
+    original, explained = _scores(
+        forward_func, inputs, attributions, target, additional_forward_args, score,
+        max_examples_per_batch,
+    )  # fmt: skip
+    return 100 * (explained > original).float()
+
+
+def _scores(
+    forward_func: Callable[..., Tensor],
+    inputs: Tensor | tuple[Tensor],
+    attributions: Tensor | tuple[Tensor],
+    target: TargetType,
+    additional_forward_args: Any,
+    score: Score,
+    max_examples_per_batch: int | None,
+) -> tuple[Tensor, Tensor]:
+    """``(Y, O)``: class scores of the images and of the images times their maps."""
+    images = check_images(inputs)
+    check_score(score)
+    check_batch_size(max_examples_per_batch)
+    num_examples = images.shape[0]
+    maps = saliency_maps(attributions, tuple(images.shape[2:]), num_examples)
+    masks = min_max_normalised(maps.to(images.device)).unsqueeze(1)
+    target = resolve_target(forward_func, images, target, additional_forward_args)
+
+    def build(examples: Tensor, masked: Tensor) -> Tensor:
+        keep = torch.where(masked.view(-1, 1, 1, 1).bool(), masks[examples], 1.0)
+        return images[examples] * keep
+
+    examples = torch.arange(num_examples, device=images.device).repeat(2)
+    masked = torch.arange(2, device=images.device).repeat_interleave(num_examples)
+    scores = class_scores(
+        forward_func, build, examples, masked, num_examples, target,
+        additional_forward_args, score, max_examples_per_batch,
+    )  # fmt: skip
+    return scores[:num_examples], scores[num_examples:]
