@@ -16,8 +16,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.glob("*.md"))
 TEXTS = [*PAGES, ROOT / "README.md"]
-# Documented, but built on another branch (merged into main separately): checked once present.
-PARALLEL_MODULES = {"captum_sscam.metrics"}
 
 
 def python_blocks(path: Path) -> list[str]:
@@ -56,12 +54,6 @@ def test_code_blocks_parse_and_their_imports_exist(path: Path) -> None:
             if isinstance(node, ast.ImportFrom) and node.module.split(".")[0] == "captum_sscam":
                 module = importlib.import_module(node.module)
                 for alias in node.names:
-                    full_name = f"{node.module}.{alias.name}"
-                    if (
-                        full_name in PARALLEL_MODULES
-                        and importlib.util.find_spec(full_name) is None
-                    ):
-                        continue
                     assert hasattr(module, alias.name) or importlib.util.find_spec(
                         f"{node.module}.{alias.name}"
                     ), f"{path.name}: from {node.module} import {alias.name}"
