@@ -184,3 +184,21 @@ def test_bad_noise_sampling_is_refused() -> None:
         SmoothedScoreCAM(model, model.layer).attribute(
             torch.randn(1, 3, 16, 16), target=0, noise_sampling="sobol"
         )
+
+
+def test_cuda_batch_size_follows_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The CUDA rule, checked on any machine: half the free memory over the bytes
+    # one masked example needs (its share of the capture forward's peak plus
+    # MASKED_INPUT_COPIES copies of its input), capped at MAX_AUTO_BATCH.
+    from captum_sscam.attr import _batch_size
+
+    free = 10_000_000
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free, 4 * free))
+    cuda = torch.device("cuda")
+    per_example = 40_000 + _batch_size.MASKED_INPUT_COPIES * 2_500
+    expected = int(0.5 * free // per_example)  # 100
+    assert _batch_size.default_batch_size(cuda, 2 * 40_000, 2, 2_500) == expected == 100
+    assert _batch_size.default_batch_size(cuda, 0, 1, 0) == _batch_size.MAX_AUTO_BATCH
+    assert _batch_size.default_batch_size(cuda, 10 * free, 1, 0) == 1
+    assert _batch_size.default_batch_size(cuda, None) == _batch_size.DEFAULT_CUDA_BATCH
+    assert _batch_size.default_batch_size(torch.device("cpu"), 123) == 32
