@@ -219,35 +219,23 @@ def timing(samples: int, batch: int, top_k: int, size: int) -> None:
             return cam(x, [ClassifierOutputTarget(target)])
 
     add("grad-cam ScoreCAM", grad_cam_run)
-    add(
-        f"captum_sscam SS-CAM N={samples} fp32 (iid)",
-        lambda: sscam.attribute(
-            x, target=target, nt_samples=samples, perturbations_per_eval=batch, generator=generator
-        ),
-    )
-    add(f"torchcam SSCAM N={samples}", torchcam_run(torchcam_methods.SSCAM, num_samples=samples))
-    add(
-        f"captum_sscam SS-CAM N={samples} top-{top_k} ch.",
-        lambda: sscam.attribute(
+
+    def ours(**options: Any) -> Callable[[], Any]:
+        return lambda: sscam.attribute(
             x,
             target=target,
             nt_samples=samples,
             perturbations_per_eval=batch,
             generator=generator,
-            top_k_channels=top_k,
-        ),
-    )
+            **options,
+        )
+
+    add(f"captum_sscam SS-CAM N={samples} fp32 (iid)", ours())
+    add(f"torchcam SSCAM N={samples}", torchcam_run(torchcam_methods.SSCAM, num_samples=samples))
+    add(f"captum_sscam SS-CAM N={samples} top-{top_k} ch.", ours(top_k_channels=top_k))
     add(
         f"captum_sscam SS-CAM N={samples} top-{top_k} antithetic",
-        lambda: sscam.attribute(
-            x,
-            target=target,
-            nt_samples=samples,
-            perturbations_per_eval=batch,
-            generator=generator,
-            top_k_channels=top_k,
-            noise_sampling="antithetic",
-        ),
+        ours(top_k_channels=top_k, noise_sampling="antithetic"),
     )
     bare = rows[0].seconds
     score_cam_limit = {row.name: bare for row in rows[1:4]}
