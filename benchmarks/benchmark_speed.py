@@ -321,22 +321,32 @@ def faithfulness(
     sscam, score_cam = SmoothedScoreCAM(model, layer), ScoreCAM(model, layer)
     print(f"\nEfficientNet-Lite0 (pretrained), 1280 x 7 x 7 head, N = {samples}; AUC: {metrics}")
 
-    options: dict[str, tuple[Any, dict[str, Any]]] = {
-        f"SS-CAM N={samples} exact fp32": (sscam, {}),
-        **{f"SS-CAM N={samples} top-{k} ch.": (sscam, {"top_k_channels": k}) for k in top_ks},
-        **{
-            f"SS-CAM N={samples} top-{k} antithetic": (
-                sscam,
-                {"top_k_channels": k, "noise_sampling": "antithetic"},
-            )
-            for k in top_ks
-        },
-    }
-    precision_base = precision_channels
+    def smoothed(**kwargs: Any) -> Callable[[Tensor, int], Tensor]:
+        return lambda x, target: sscam.attribute(
+            x,
+            target=target,
+            nt_samples=samples,
+            generator=torch.Generator().manual_seed(0),
+            **kwargs,
+        )
+
+    def plain(**kwargs: Any) -> Callable[[Tensor, int], Tensor]:
+        return lambda x, target: score_cam.attribute(
+            x, target=target, top_k_channels=precision_channels, **kwargs
+        )
+
+    exact_label = f"SS-CAM N={samples} exact fp32"
+    options = {exact_label: smoothed()}
+    for k in top_ks:
+        options[f"SS-CAM N={samples} top-{k} ch."] = smoothed(top_k_channels=k)
+        options[f"SS-CAM N={samples} top-{k} antithetic"] = smoothed(
+            top_k_channels=k, noise_sampling="antithetic"
+        )
+    precision_label = f"Score-CAM top-{precision_channels} fp32"
     precision_options = {
-        f"Score-CAM top-{precision_base} fp32": {},
-        f"Score-CAM top-{precision_base} channels-last": {"channels_last": True},
-        f"Score-CAM top-{precision_base} bf16 autocast": {"autocast_dtype": torch.bfloat16},
+        precision_label: plain(),
+        f"Score-CAM top-{precision_channels} channels-last": plain(channels_last=True),
+        f"Score-CAM top-{precision_channels} bf16 autocast": plain(autocast_dtype=torch.bfloat16),
     }
     totals: dict[str, list[tuple[float, int, float, float, float]]] = {}
     for name in photo_names:
@@ -346,46 +356,16 @@ def faithfulness(
             target = int(model(x).argmax())
         print(f"  {name}: class {target}", flush=True)
         maps: dict[str, Tensor] = {}
-        for label, (method, kwargs) in options.items():
-            row, maps[label] = measure(
-                label,
-                model,
-                lambda method=method, kwargs=kwargs, x=x, target=target: method.attribute(
-                    x,
-                    target=target,
-                    nt_samples=samples,
-                    generator=torch.Generator().manual_seed(0),
-                    **kwargs,
-                ),
-            )
-            deletion, insertion = auc(model, x, maps[label], target)
-            totals.setdefault(label, []).append(
-                (
-                    row.seconds,
-                    row.forwards,
-                    correlation(maps[label], maps[next(iter(options))]),
-                    deletion,
-                    insertion,
+        for block, base in ((options, exact_label), (precision_options, precision_label)):
+            for label, run in block.items():
+                row, maps[label] = measure(
+                    label, model, lambda run=run, x=x, target=target: run(x, target)
                 )
-            )
-        for label, kwargs in precision_options.items():
-            row, maps[label] = measure(
-                label,
-                model,
-                lambda kwargs=kwargs, x=x, target=target: score_cam.attribute(
-                    x, target=target, top_k_channels=precision_base, **kwargs
-                ),
-            )
-            deletion, insertion = auc(model, x, maps[label], target)
-            totals.setdefault(label, []).append(
-                (
-                    row.seconds,
-                    row.forwards,
-                    correlation(maps[label], maps[next(iter(precision_options))]),
-                    deletion,
-                    insertion,
+                deletion, insertion = auc(model, x, maps[label], target)
+                corr = correlation(maps[label], maps[base])
+                totals.setdefault(label, []).append(
+                    (row.seconds, row.forwards, corr, deletion, insertion)
                 )
-            )
     print(
         f"\nFaithfulness on {len(photo_names)} photos ({', '.join(photo_names)}), means; "
         "corr / dAUC against the first row of each block (exact SS-CAM; fp32 Score-CAM)"
