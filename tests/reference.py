@@ -6,7 +6,7 @@ a time, with its own forward hook. The package is checked against it.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

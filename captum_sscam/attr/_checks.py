@@ -61,8 +61,7 @@ def check_baselines(
     expanded = []
     for index, (baseline, tensor) in enumerate(zip(formatted, inputs, strict=False)):
         if isinstance(baseline, numbers.Real) and not isinstance(baseline, bool):
-            expanded.append(torch.full_like(tensor, float(baseline)))
-            continue
+            baseline = torch.tensor(float(baseline))
         if not isinstance(baseline, Tensor):
             raise TypeError(
                 f"baseline {index} must be a number or a Tensor, got {type(baseline).__name__}."
