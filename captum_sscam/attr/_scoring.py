@@ -11,7 +11,7 @@ number of channels or samples.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -160,13 +160,10 @@ class MaskedScorer:
             masked.append(batch)
         return tuple(masked)
 
-    @contextlib.contextmanager
-    def _precision(self, device: torch.device) -> Iterator[None]:
+    def _precision(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
         if self.autocast_dtype is None:
-            yield
-            return
-        with torch.autocast(device_type=device.type, dtype=self.autocast_dtype):
-            yield
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
 
     def _score(self, batch: tuple[Tensor, ...], examples: Tensor, targets: Tensor) -> Tensor:
         num_examples = targets.shape[0]
