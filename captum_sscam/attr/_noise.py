@@ -13,6 +13,8 @@ from torch import Tensor
 
 NoiseTarget = Literal["mask", "input"]
 NOISE_TARGETS: tuple[str, ...] = ("mask", "input")
+NoiseSampling = Literal["iid", "antithetic"]
+NOISE_SAMPLINGS: tuple[str, ...] = ("iid", "antithetic")
 
 
 @dataclass(frozen=True)
@@ -23,18 +25,32 @@ class GaussianNoise:
     ``on="input"`` perturbs the masked input (variant 2, ``X * H_k + e``).
     ``stdevs`` holds one absolute standard deviation per input tensor, as in
     Captum's NoiseTunnel.
+
+    ``antithetic=True`` draws half the samples and pairs each draw ``e`` with
+    ``-e`` (rows ``2j`` and ``2j + 1`` of a batch). Each sample is still
+    ``Normal(0, stdev^2)``, so the mean score keeps its expectation, and the odd
+    part of the score's dependence on the noise cancels exactly within a pair:
+    for a score that is nearly linear in the noise this removes most of the
+    Monte-Carlo variance at the same number of forward passes. The engine keeps
+    pairs inside one batch (even samples per channel, even batch sizes).
     """
 
     stdevs: tuple[float, ...]
     on: NoiseTarget = "mask"
     generator: torch.Generator | None = None
+    antithetic: bool = False
 
     def sample(self, like: Tensor, input_index: int) -> Tensor:
         """Noise shaped like ``like`` (a batch of masks or of masked inputs)."""
         stdev = self.stdevs[input_index]
         generator = self.generator
         device = like.device if generator is None else generator.device
-        noise = torch.randn(like.shape, generator=generator, device=device, dtype=like.dtype)
+        shape = like.shape
+        if self.antithetic:
+            shape = (shape[0] // 2, *shape[1:])
+        noise = torch.randn(shape, generator=generator, device=device, dtype=like.dtype)
+        if self.antithetic:
+            noise = torch.stack([noise, -noise], dim=1).flatten(0, 1)
         return noise.to(like.device).mul_(stdev)
 
 

@@ -10,6 +10,7 @@ number of channels or samples.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -52,6 +53,12 @@ class MaskedScorer:
         noise: the SS-CAM noise sampler, or ``None`` for plain Score-CAM.
         samples: noise samples per channel (1 without noise).
         show_progress: show a tqdm bar over the masked inputs.
+        autocast_dtype: run the masked forwards under ``torch.autocast`` with
+            this dtype (``torch.bfloat16``; ``torch.float16`` on CUDA), or
+            ``None`` for the inputs' own precision. Scores are taken in float32.
+        channels_last: pass 4-D masked inputs in channels-last memory format
+            (the model's convolutions then run channels-last; the model itself
+            is not changed).
     """
 
     forward_func: Callable[..., Any]
@@ -61,6 +68,15 @@ class MaskedScorer:
     noise: GaussianNoise | None = None
     samples: int = 1
     show_progress: bool = False
+    autocast_dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    @property
+    def items_per_batch(self) -> int:
+        """Masked inputs per forward; even for antithetic noise, so pairs share a batch."""
+        if self.noise is not None and self.noise.antithetic:
+            return max(2, self.batch_size - self.batch_size % 2)
+        return self.batch_size
 
     def channel_scores(
         self,
@@ -95,8 +111,9 @@ class MaskedScorer:
         with tqdm(
             total=num_items, unit="pass", disable=not self.show_progress, desc="masked forwards"
         ) as progress:
-            for start in range(0, num_items, self.batch_size):
-                stop = min(start + self.batch_size, num_items)
+            step = self.items_per_batch
+            for start in range(0, num_items, step):
+                stop = min(start + step, num_items)
                 pair_index = torch.arange(start, stop, device=device) // self.samples
                 first_pair, last_pair = start // self.samples, (stop - 1) // self.samples
                 pair_slice = slice(first_pair, last_pair + 1)
@@ -138,8 +155,15 @@ class MaskedScorer:
                 batch = torch.lerp(baseline, source, masks)
             if self.noise is not None and self.noise.on == "input":
                 batch = batch + self.noise.sample(batch, index)
+            if self.channels_last and batch.dim() == 4:
+                batch = batch.contiguous(memory_format=torch.channels_last)
             masked.append(batch)
         return tuple(masked)
+
+    def _precision(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
 
     def _score(self, batch: tuple[Tensor, ...], examples: Tensor, targets: Tensor) -> Tensor:
         num_examples = targets.shape[0]
@@ -151,11 +175,13 @@ class MaskedScorer:
                 else arg
                 for arg in args
             )
-        output = _run_forward(self.forward_func, batch, None, args)
+        with self._precision(batch[0].device):
+            output = _run_forward(self.forward_func, batch, None, args)
         if not isinstance(output, Tensor) or output.shape[0] != batch[0].shape[0]:
             raise RuntimeError(
                 "the model must return a Tensor with one row per input example; got "
                 f"{getattr(output, 'shape', type(output).__name__)} for "
                 f"{batch[0].shape[0]} examples."
             )
+        output = output.to(torch.promote_types(output.dtype, torch.float32))
         return select_scores(output, targets[examples], self.score_mode)

@@ -12,12 +12,14 @@ from torch import Tensor
 
 
 def flat_target_indices(target: TargetType, output: Tensor) -> Tensor:
-    """Return ``(N, 1)`` indices into ``output.reshape(N, -1)`` for a Captum target.
+    """Return ``(N, T)`` indices into ``output.reshape(N, -1)`` for a Captum target.
 
     Accepts every form Captum accepts: ``None`` (a scalar output per example), an
     int or one-element tensor (the same class for every example), a tuple (one
     index per output dimension after the batch), a 1-D tensor or a list of ints
-    or tuples with one entry per example.
+    or tuples with one entry per example; all give ``T = 1``. Beyond Captum, a
+    2-D ``(N, T)`` integer tensor (e.g. ``logits.topk(T).indices``) asks for
+    ``T`` classes per example at once.
     """
     num_examples = output.shape[0]
     per_example_shape = tuple(output.shape[1:])
@@ -83,10 +85,11 @@ def _tensor_target(target: Tensor, output: Tensor) -> Tensor:
         raise TypeError(f"target tensors must hold integers, got dtype {target.dtype}.")
     if target.numel() == 1:
         return flat_target_indices(int(target.item()), output)
-    if target.dim() != 1 or target.numel() != num_examples:
+    if target.dim() not in (1, 2) or target.shape[0] != num_examples or target.numel() == 0:
         raise ValueError(
             f"target tensor has shape {tuple(target.shape)} but the batch has "
-            f"{num_examples} examples; give a 1-D tensor with one class per example."
+            f"{num_examples} examples; give a 1-D tensor with one class per example, "
+            "or an (N, T) tensor with T classes per example."
         )
     if output.dim() != 2:
         raise ValueError(
@@ -100,4 +103,5 @@ def _tensor_target(target: Tensor, output: Tensor) -> Tensor:
             f"target holds class {high if high >= num_classes else low}, out of range "
             f"for a model with {num_classes} classes."
         )
-    return (target.to(device=output.device, dtype=torch.long) % num_classes).unsqueeze(1)
+    flat = target.to(device=output.device, dtype=torch.long) % num_classes
+    return flat.view(num_examples, -1)

@@ -14,6 +14,8 @@ from captum.attr import LayerAttribution, PerturbationAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
+from captum_sscam.attr._batch_size import default_batch_size, run_measuring_peak
+from captum_sscam.attr._channels import CHANNEL_CRITERIA, ChannelCriterion, top_k_channels
 from captum_sscam.attr._checks import check_baselines, check_inputs, check_positive_int
 from captum_sscam.attr._layer import check_layer_in_model, layer_activations_and_output
 from captum_sscam.attr._masks import is_supported_spatial_rank, varying_channels
@@ -21,8 +23,7 @@ from captum_sscam.attr._noise import GaussianNoise
 from captum_sscam.attr._scoring import SCORE_MODES, MaskedScorer, ScoreMode
 from captum_sscam.attr._targets import flat_target_indices
 
-DEFAULT_CPU_BATCH = 32
-DEFAULT_CUDA_BATCH = 128
+AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 
 
 class ScoreCAM(LayerAttribution, PerturbationAttribution):
@@ -52,7 +53,14 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
     over the non-constant channels.
 
     The result has the layer's resolution, ``(N, 1, h, w)``; use
-    ``LayerAttribution.interpolate`` to view it at input size.
+    ``LayerAttribution.interpolate`` to view it at input size. A 2-D ``(N, T)``
+    target gives ``T`` maps per example, ``(N, T, h, w)``, from the same forward
+    passes (one masked forward scores every class).
+
+    Speed options (all off by default; see ``docs/performance.md``):
+    ``autocast_dtype`` and ``channels_last`` make each forward cheaper and change
+    the map only by rounding; ``top_k_channels`` scores only the ``k`` channels
+    with the largest spatial variance (or energy) and is an approximation.
     """
 
     def __init__(
@@ -90,6 +98,10 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
         score_mode: ScoreMode = "probability",
         perturbations_per_eval: int | None = None,
         show_progress: bool = False,
+        autocast_dtype: torch.dtype | None = None,
+        channels_last: bool = False,
+        top_k_channels: int | None = None,
+        channel_criterion: ChannelCriterion = "variance",
     ) -> Tensor | tuple[Tensor, ...]:
         r"""Score-CAM maps of ``target`` for each example of ``inputs``.
 
@@ -99,7 +111,9 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
                 its own last spatial dimensions (as many as the layer has).
                 Non-spatial inputs belong in ``additional_forward_args``.
             target: any Captum target form (int, tuple, tensor, list), per
-                example in a batch.
+                example in a batch; or an ``(N, T)`` integer tensor for ``T``
+                classes per example (e.g. ``model(x).topk(3).indices``), explained
+                by the same forward passes as one class.
             additional_forward_args: passed to every forward after the inputs;
                 tensors whose first dimension is the batch follow their example.
             baselines: optional; a number, or a tensor per input broadcastable to
@@ -109,12 +123,25 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
             relu_attributions: apply the final ReLU (True, as in the paper).
             score_mode: ``"probability"`` (official code) or ``"channel_softmax"``.
             perturbations_per_eval: masked inputs per forward pass; memory is
-                bounded by it. Default: 32 on CPU, 128 on CUDA.
+                bounded by it. Default: 32 on CPU; on CUDA, as many as fit in
+                half the device's free memory (measured on the capture forward,
+                at most 1024).
             show_progress: show a progress bar over the masked forward passes.
+            autocast_dtype: ``torch.bfloat16`` or ``torch.float16`` to run the
+                masked forwards under ``torch.autocast`` (mixed precision), or
+                ``None`` (default) for full precision. Pays on GPUs and on CPUs
+                with bf16 units; on CPUs without them it is much slower.
+            channels_last: pass masked images in channels-last memory format.
+            top_k_channels: score only the ``k`` non-constant channels with the
+                highest ``channel_criterion`` per example; the others get weight 0
+                (approximate; ``None``, the default, scores all of them).
+            channel_criterion: ``"variance"`` (spatial variance of ``A_k``, as
+                Faster Score-CAM) or ``"energy"`` (``sum A_k^2``).
 
         Returns:
-            ``(N, 1, h, w)`` maps at the layer's resolution, detached, on the
-            inputs' device; a tuple of maps if the layer returns several tensors.
+            ``(N, 1, h, w)`` maps at the layer's resolution (``(N, T, h, w)`` for
+            an ``(N, T)`` target), detached, on the inputs' device; a tuple of
+            maps if the layer returns several tensors.
         """
         return self._attribute(
             inputs,
@@ -126,6 +153,10 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
             score_mode,
             perturbations_per_eval,
             show_progress,
+            autocast_dtype=autocast_dtype,
+            channels_last=channels_last,
+            top_k_channels=top_k_channels,
+            channel_criterion=channel_criterion,
         )
 
     def _attribute(
@@ -139,34 +170,52 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
         score_mode: str,
         perturbations_per_eval: int | None,
         show_progress: bool,
+        autocast_dtype: torch.dtype | None = None,
+        channels_last: bool = False,
+        top_k_channels: int | None = None,
+        channel_criterion: str = "variance",
         noise: GaussianNoise | None = None,
         samples: int = 1,
     ) -> Tensor | tuple[Tensor, ...]:
         if score_mode not in SCORE_MODES:
             raise ValueError(f"score_mode must be one of {SCORE_MODES}, got {score_mode!r}.")
+        _check_speed_options(autocast_dtype, top_k_channels, channel_criterion)
         formatted_inputs = check_inputs(inputs)
-        if perturbations_per_eval is None:
-            perturbations_per_eval = default_batch_size(formatted_inputs[0].device)
-        batch_size = check_positive_int("perturbations_per_eval", perturbations_per_eval)
+        if perturbations_per_eval is not None:
+            perturbations_per_eval = check_positive_int(
+                "perturbations_per_eval", perturbations_per_eval
+            )
         formatted_baselines = check_baselines(baselines, formatted_inputs)
         forward_args = _format_additional_forward_args(additional_forward_args)
-        activations, output = layer_activations_and_output(
-            self.forward_func,
-            self.layer,
-            formatted_inputs,
-            forward_args,
-            self.device_ids,
-            attribute_to_layer_input,
+        device = formatted_inputs[0].device
+        (activations, output), forward_peak = run_measuring_peak(
+            device,
+            lambda: layer_activations_and_output(
+                self.forward_func,
+                self.layer,
+                formatted_inputs,
+                forward_args,
+                self.device_ids,
+                attribute_to_layer_input,
+            ),
         )
+        if perturbations_per_eval is None:
+            num_examples = formatted_inputs[0].shape[0]
+            input_bytes = sum(x.element_size() * x[0].numel() for x in formatted_inputs)
+            perturbations_per_eval = default_batch_size(
+                device, forward_peak, num_examples, input_bytes
+            )
         targets = flat_target_indices(target, output)
         scorer = MaskedScorer(
             self.forward_func,
             forward_args,
             score_mode,
-            batch_size,
+            perturbations_per_eval,
             noise=noise,
             samples=samples,
             show_progress=show_progress,
+            autocast_dtype=autocast_dtype,
+            channels_last=channels_last,
         )
         maps = tuple(
             _score_cam_map(
@@ -176,10 +225,27 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
                 targets,
                 formatted_baselines,
                 relu_attributions,
-            ).to(formatted_inputs[0].device)
+                top_k_channels,
+                channel_criterion,
+            ).to(device)
             for activation in activations
         )
         return _format_output(len(maps) > 1, maps)
+
+
+def _check_speed_options(
+    autocast_dtype: object, top_k_channels: object, channel_criterion: object
+) -> None:
+    if autocast_dtype is not None and autocast_dtype not in AUTOCAST_DTYPES:
+        raise ValueError(
+            f"autocast_dtype must be None, torch.bfloat16 or torch.float16, got {autocast_dtype!r}."
+        )
+    if top_k_channels is not None:
+        check_positive_int("top_k_channels", top_k_channels)
+    if channel_criterion not in CHANNEL_CRITERIA:
+        raise ValueError(
+            f"channel_criterion must be one of {CHANNEL_CRITERIA}, got {channel_criterion!r}."
+        )
 
 
 def _score_cam_map(
@@ -189,6 +255,8 @@ def _score_cam_map(
     targets: Tensor,
     baselines: tuple[Tensor, ...] | None,
     relu: bool,
+    top_k: int | None = None,
+    criterion: str = "variance",
 ) -> Tensor:
     """``(N, T, *spatial)`` maps for one layer tensor and ``(N, T)`` targets."""
     spatial_dims = activation.dim() - 2
@@ -211,6 +279,8 @@ def _score_cam_map(
             UserWarning,
             stacklevel=4,
         )
+    if top_k is not None:
+        active = top_k_channels(active, activation, top_k, criterion)
     scores = scorer.channel_scores(inputs, activation, active, targets, baselines)
     if scorer.score_mode == "channel_softmax":
         weights = scores.masked_fill(~active.unsqueeze(2), float("-inf")).softmax(dim=1)
@@ -219,8 +289,3 @@ def _score_cam_map(
         weights = scores
     maps = torch.einsum("nkt,nk...->nt...", weights.to(activation.dtype), activation)
     return F.relu(maps) if relu else maps
-
-
-def default_batch_size(device: torch.device) -> int:
-    """Masked inputs per forward when the user gives none."""
-    return DEFAULT_CUDA_BATCH if device.type == "cuda" else DEFAULT_CPU_BATCH

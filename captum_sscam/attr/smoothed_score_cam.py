@@ -9,8 +9,16 @@ from captum._utils.typing import BaselineType, TargetType
 from captum.log import log_usage
 from torch import Tensor
 
+from captum_sscam.attr._channels import ChannelCriterion
 from captum_sscam.attr._checks import check_positive_int
-from captum_sscam.attr._noise import NOISE_TARGETS, GaussianNoise, NoiseTarget, check_stdevs
+from captum_sscam.attr._noise import (
+    NOISE_SAMPLINGS,
+    NOISE_TARGETS,
+    GaussianNoise,
+    NoiseSampling,
+    NoiseTarget,
+    check_stdevs,
+)
 from captum_sscam.attr._scoring import ScoreMode
 from captum_sscam.attr.score_cam import ScoreCAM
 
@@ -36,6 +44,11 @@ class SmoothedScoreCAM(ScoreCAM):
     per sample and per channel, and :math:`w_k` from :math:`a_k` as in the chosen
     ``score_mode``. With ``stdevs=0`` the result equals Score-CAM's. Cost:
     ``nt_samples`` x K' forward passes per example (K' non-constant channels).
+
+    ``noise_sampling="antithetic"`` pairs each noise draw with its negation: same
+    expectation, same number of forwards, lower variance of the mean score
+    (measured in ``docs/performance.md``). The speed options of
+    :class:`ScoreCAM` apply unchanged.
     """
 
     @classmethod
@@ -60,6 +73,11 @@ class SmoothedScoreCAM(ScoreCAM):
         stdevs: float | tuple[float, ...] = 2.0,
         noise_on: NoiseTarget = "mask",
         generator: torch.Generator | None = None,
+        noise_sampling: NoiseSampling = "iid",
+        autocast_dtype: torch.dtype | None = None,
+        channels_last: bool = False,
+        top_k_channels: int | None = None,
+        channel_criterion: ChannelCriterion = "variance",
     ) -> Tensor | tuple[Tensor, ...]:
         r"""SS-CAM maps of ``target`` for each example of ``inputs``.
 
@@ -76,6 +94,11 @@ class SmoothedScoreCAM(ScoreCAM):
                 (variant 2: ``X * H_k + e``).
             generator: a ``torch.Generator`` for reproducible noise; without it
                 the global RNG is used (``torch.manual_seed`` makes it repeat).
+            noise_sampling: ``"iid"`` (default, the paper) or ``"antithetic"``
+                (draws ``nt_samples / 2`` noises and uses each with both signs;
+                ``nt_samples`` must then be even).
+            autocast_dtype, channels_last, top_k_channels, channel_criterion:
+                the speed options of :meth:`ScoreCAM.attribute`.
 
         Returns:
             ``(N, 1, h, w)`` maps at the layer's resolution (a tuple for a layer
@@ -84,6 +107,16 @@ class SmoothedScoreCAM(ScoreCAM):
         if noise_on not in NOISE_TARGETS:
             raise ValueError(f"noise_on must be one of {NOISE_TARGETS}, got {noise_on!r}.")
         samples = check_positive_int("nt_samples", nt_samples)
+        if noise_sampling not in NOISE_SAMPLINGS:
+            raise ValueError(
+                f"noise_sampling must be one of {NOISE_SAMPLINGS}, got {noise_sampling!r}."
+            )
+        antithetic = noise_sampling == "antithetic"
+        if antithetic and samples % 2:
+            raise ValueError(
+                f"antithetic noise uses each draw with both signs, so nt_samples must be "
+                f"even; got {samples}."
+            )
         if nt_samples_batch_size is not None:
             if perturbations_per_eval not in (None, nt_samples_batch_size):
                 raise ValueError(
@@ -92,7 +125,7 @@ class SmoothedScoreCAM(ScoreCAM):
                 )
             perturbations_per_eval = nt_samples_batch_size
         num_inputs = len(inputs) if isinstance(inputs, tuple) else 1
-        noise = GaussianNoise(check_stdevs(stdevs, num_inputs), noise_on, generator)
+        noise = GaussianNoise(check_stdevs(stdevs, num_inputs), noise_on, generator, antithetic)
         return self._attribute(
             inputs,
             target,
@@ -103,6 +136,10 @@ class SmoothedScoreCAM(ScoreCAM):
             score_mode,
             perturbations_per_eval,
             show_progress,
+            autocast_dtype=autocast_dtype,
+            channels_last=channels_last,
+            top_k_channels=top_k_channels,
+            channel_criterion=channel_criterion,
             noise=noise,
             samples=samples,
         )
