@@ -20,15 +20,13 @@ Run (about 15-20 minutes on 2 busy cores; hold the shared lock):
     flock /tmp/captum_sscam_heavy.lock env PYTHONPATH=. .venv/bin/python \\
         benchmarks/benchmark_speed.py
 
-``--metrics package`` computes deletion / insertion AUC with
-``captum_sscam.metrics`` (when that module is installed) instead of the
-minimal RISE-style implementation below (``--metrics builtin``, the default).
+Deletion / insertion AUC come from ``captum_sscam.metrics`` (the Score-CAM
+paper's setting: 1 % steps, deletion to zeros, insertion from a blurred copy).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import threading
@@ -39,12 +37,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_sscam import ScoreCAM, SmoothedScoreCAM
 from captum_sscam.attr._masks import varying_channels
 from captum_sscam.data import photo_tensor, quokka, resize_photo, skimage_photos
+from captum_sscam.metrics import deletion_auc, insertion_auc
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -139,24 +137,37 @@ def print_table(title: str, rows: list[Row], limits: dict[str, float], peers: di
 # ------------------------------------------------------------------- part 1
 
 
-def timing(samples: int, batch: int, top_k: int, size: int) -> None:
-    from pytorch_grad_cam import ScoreCAM as GradCamScoreCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-    from torchcam import methods as torchcam_methods
+def timing_setting(model_name: str, size: int) -> tuple[nn.Module, nn.Module, Tensor, str]:
+    """The model, its layer, one photo (coffee) and a title for the timing part."""
+    photo = resize_photo(skimage_photos()[0], size)
+    if model_name == "lite0":
+        from captum_sscam.models import efficientnet_lite0, lite0_preprocess, lite0_target_layer
+
+        model = efficientnet_lite0()
+        title = f"EfficientNet-Lite0 (pretrained), {size} px, head activation"
+        return model, lite0_target_layer(model), lite0_preprocess(photo_tensor(photo)), title
     from torchvision.models import resnet18
 
     torch.manual_seed(0)
     model = resnet18().eval()
-    photo = resize_photo(skimage_photos()[0], size)
     x = (photo_tensor(photo).permute(2, 0, 1)[None].float() / 255 - IMAGENET_MEAN) / IMAGENET_STD
+    return model, model.layer4, x, f"ResNet-18 (random weights), {size} px, layer4"
+
+
+def timing(samples: int, batch: int, top_k: int, size: int, model_name: str) -> None:
+    from pytorch_grad_cam import ScoreCAM as GradCamScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from torchcam import methods as torchcam_methods
+
+    model, layer, x, title = timing_setting(model_name, size)
     with torch.no_grad():
         features = []
-        handle = model.layer4.register_forward_hook(lambda _m, _i, out: features.append(out))
+        handle = layer.register_forward_hook(lambda _m, _i, out: features.append(out))
         target = int(model(x).argmax())
         handle.remove()
     k_prime = int(varying_channels(features[0]).sum())
     shape = tuple(x.shape[1:])
-    print(f"ResNet-18 (random weights), layer4: K = {features[0].shape[1]}, K' = {k_prime}")
+    print(f"{title}: K = {features[0].shape[1]}, K' = {k_prime}")
 
     print("\nForward cost of one batch by precision and memory format (ms per image):")
     probe = torch.randn(4, *shape)
@@ -204,19 +215,19 @@ def timing(samples: int, batch: int, top_k: int, size: int) -> None:
             limits[name] = needed * (before + seconds_per_bare_forward()) / 2
 
     generator = torch.Generator().manual_seed(0)
-    sscam = SmoothedScoreCAM(model, model.layer4)
+    sscam = SmoothedScoreCAM(model, layer)
     add(f"bare K'={k_prime} forwards (limit)", lambda: bare_forwards(model, k_prime, batch, shape))
     add(
         "captum_sscam ScoreCAM fp32",
-        lambda: ScoreCAM(model, model.layer4).attribute(
-            x, target=target, perturbations_per_eval=batch
-        ),
+        lambda: ScoreCAM(model, layer).attribute(x, target=target, perturbations_per_eval=batch),
         k_prime,
     )
 
     def torchcam_run(extractor_cls: type, **kwargs: Any) -> Callable[[], Any]:
         def run() -> Any:
-            with extractor_cls(model, "layer4", batch_size=batch, **kwargs) as extractor:
+            with extractor_cls(
+                model, layer, batch_size=batch, input_shape=shape, **kwargs
+            ) as extractor:
                 with torch.no_grad():
                     scores = model(x)
                 return extractor(target, scores)
@@ -226,7 +237,7 @@ def timing(samples: int, batch: int, top_k: int, size: int) -> None:
     add("torchcam ScoreCAM", torchcam_run(torchcam_methods.ScoreCAM), k_prime)
 
     def grad_cam_run() -> Any:
-        with GradCamScoreCAM(model, [model.layer4]) as cam:
+        with GradCamScoreCAM(model, [layer]) as cam:
             cam.batch_size = batch
             return cam(x, [ClassifierOutputTarget(target)])
 
@@ -266,7 +277,7 @@ def timing(samples: int, batch: int, top_k: int, size: int) -> None:
         {row.name: f"torchcam SSCAM N={samples}" for row in rows[4:] if "captum" in row.name}
     )
     print_table(
-        f"ResNet-18 random weights, 224 px, 1 image, batch {batch}; x limit = time / bare "
+        f"{title}, 1 image, batch {batch}; x limit = time / bare "
         f"time of the forwards the task needs (K'; N x K' for SS-CAM; N x k for top-k), "
         f"at the cost per forward measured around each row; x peer = time / torchcam's",
         rows,
@@ -278,50 +289,11 @@ def timing(samples: int, batch: int, top_k: int, size: int) -> None:
 # ------------------------------------------------------------------- part 2
 
 
-def builtin_deletion_insertion(
-    model: nn.Module, x: Tensor, saliency: Tensor, target: int, steps: int
-) -> tuple[float, float]:
-    """RISE deletion / insertion AUC of one image (Petsiuk et al. 2018).
-
-    Pixels in decreasing saliency (the map upsampled bilinearly); ``steps``
-    equal steps. Deletion sets them to 0 (the preprocessed mean grey); insertion
-    reveals them on a Gaussian-blurred copy (kernel 11, sigma 5). AUC of the
-    class's softmax probability over the fraction of pixels, trapezoid rule.
-    """
-    from torchvision.transforms.functional import gaussian_blur
-
-    height, width = x.shape[-2:]
-    upsampled = F.interpolate(saliency, size=(height, width), mode="bilinear", align_corners=False)
-    order = upsampled.flatten().argsort(descending=True)
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(order.numel())
-    per_step = math.ceil(order.numel() / steps)
-    thresholds = torch.arange(steps + 1).view(-1, 1) * per_step
-    revealed = (rank.view(1, -1) < thresholds).float().view(steps + 1, 1, height, width)
-    blurred = gaussian_blur(x, kernel_size=11, sigma=5.0)
-    curves = []
-    for start, substrate in ((x * (1 - revealed), None), (blurred * (1 - revealed), x)):
-        batch = start if substrate is None else start + substrate * revealed
-        with torch.no_grad():
-            probs = torch.cat([model(chunk).softmax(1)[:, target] for chunk in batch.split(17)])
-        curves.append(float(torch.trapezoid(probs, dx=1 / steps)))
-    return curves[0], curves[1]
-
-
-def auc_function(backend: str, steps: int) -> Callable[[nn.Module, Tensor, Tensor, int], tuple]:
-    if backend == "builtin":
-        return lambda model, x, saliency, target: builtin_deletion_insertion(
-            model, x, saliency, target, steps
-        )
-    # METRICS SWITCH: the project's metrics module, once merged.
-    from captum_sscam.metrics import deletion_auc, insertion_auc
-
-    def package(model: nn.Module, x: Tensor, saliency: Tensor, target: int) -> tuple:
-        deletion = deletion_auc(model, x, saliency, target=target)
-        insertion = insertion_auc(model, x, saliency, target=target)
-        return float(deletion[0]), float(insertion[0])
-
-    return package
+def deletion_insertion(model: nn.Module, x: Tensor, saliency: Tensor, target: int) -> tuple:
+    """Deletion (zeros) and insertion (blur) AUC from ``captum_sscam.metrics``, 1 % steps."""
+    deletion = deletion_auc(model, x, saliency, target=target)
+    insertion = insertion_auc(model, x, saliency, target=target)
+    return float(deletion[0]), float(insertion[0])
 
 
 def correlation(a: Tensor, b: Tensor) -> float:
@@ -329,16 +301,15 @@ def correlation(a: Tensor, b: Tensor) -> float:
 
 
 def faithfulness(
-    samples: int, photo_names: list[str], top_ks: list[int], precision_channels: int, metrics: str
+    samples: int, photo_names: list[str], top_ks: list[int], precision_channels: int
 ) -> None:
     from captum_sscam.models import efficientnet_lite0, lite0_preprocess, lite0_target_layer
 
     model = efficientnet_lite0()
     layer = lite0_target_layer(model)
     photos = {photo.name: photo for photo in [*skimage_photos(), quokka()]}
-    auc = auc_function(metrics, steps=50)
     sscam, score_cam = SmoothedScoreCAM(model, layer), ScoreCAM(model, layer)
-    print(f"\nEfficientNet-Lite0 (pretrained), 1280 x 7 x 7 head, N = {samples}; AUC: {metrics}")
+    print(f"\nEfficientNet-Lite0 (pretrained), 1280 x 7 x 7 head, N = {samples}")
 
     def smoothed(**kwargs: Any) -> Callable[[Tensor, int], Tensor]:
         return lambda x, target: sscam.attribute(
@@ -380,7 +351,7 @@ def faithfulness(
                 row, maps[label] = measure(
                     label, model, lambda run=run, x=x, target=target: run(x, target)
                 )
-                deletion, insertion = auc(model, x, maps[label], target)
+                deletion, insertion = deletion_insertion(model, x, maps[label], target)
                 corr = correlation(maps[label], maps[base])
                 totals.setdefault(label, []).append(
                     (row.seconds, row.forwards, corr, deletion, insertion)
@@ -457,7 +428,7 @@ def main() -> None:
     parser.add_argument("--photos", nargs="+", default=["coffee", "quokka"])
     parser.add_argument("--faithful-top-k", type=int, nargs="+", default=[64, 160])
     parser.add_argument("--precision-top-k", type=int, default=16, help="channels, bf16 check")
-    parser.add_argument("--metrics", choices=["builtin", "package"], default="builtin")
+    parser.add_argument("--model", choices=["resnet18", "lite0"], default="resnet18")
     parser.add_argument("--parts", nargs="+", default=["timing", "faithfulness", "noise"])
     args = parser.parse_args()
     print(
@@ -465,11 +436,9 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}, load average {os.getloadavg()}"
     )
     if "timing" in args.parts:
-        timing(args.samples, args.batch, args.top_k, args.size)
+        timing(args.samples, args.batch, args.top_k, args.size, args.model)
     if "faithfulness" in args.parts:
-        faithfulness(
-            args.samples, args.photos, args.faithful_top_k, args.precision_top_k, args.metrics
-        )
+        faithfulness(args.samples, args.photos, args.faithful_top_k, args.precision_top_k)
     if "noise" in args.parts:
         noise_variance(args.photos[0], channels=16, reference_samples=32, seeds=2)
     print(f"\nload average at the end {os.getloadavg()}")
