@@ -97,8 +97,11 @@ class SmoothedScoreCAM(ScoreCAM):
             noise_sampling: ``"iid"`` (default, the paper) or ``"antithetic"``
                 (draws ``nt_samples / 2`` noises and uses each with both signs;
                 ``nt_samples`` must then be even).
-            autocast_dtype, channels_last, top_k_channels, channel_criterion:
-                the speed options of :meth:`ScoreCAM.attribute`.
+            autocast_dtype: mixed precision, as in :meth:`ScoreCAM.attribute`.
+            channels_last: channels-last masked inputs, as in :meth:`ScoreCAM.attribute`.
+            top_k_channels: score only ``k`` channels, as in :meth:`ScoreCAM.attribute`.
+            channel_criterion: how those channels are ranked, as in
+                :meth:`ScoreCAM.attribute`.
 
         Returns:
             ``(N, 1, h, w)`` maps at the layer's resolution (a tuple for a layer
