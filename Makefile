@@ -50,8 +50,10 @@ test-main: venv chromium
 docs: venv
 	$(BIN)/mkdocs build --strict
 
+# The Captum 0.8 environment also runs the methods' own tests: the package supports 0.8 and 0.9.
 test-insights: insights-venv chromium
-	$(INSIGHTS_BIN)/pytest -q tests/test_insights_dashboard.py
+	$(INSIGHTS_BIN)/pytest -q tests/test_insights_dashboard.py tests/test_score_cam.py \
+		tests/test_smoothed_score_cam.py tests/test_errors.py
 
 test: lint test-main docs test-insights
 
