@@ -140,9 +140,12 @@ class MaskedScorer:
         examples: Tensor,
     ) -> tuple[Tensor, ...]:
         masked = []
+        masks_by_size: dict[tuple[int, ...], Tensor] = {}  # inputs of one size share masks
         for index, tensor in enumerate(inputs):
             spatial_size = tuple(tensor.shape[tensor.dim() - (maps.dim() - 1) :])
-            masks = upsampled_masks(maps, spatial_size).to(tensor.dtype)[map_index]
+            if spatial_size not in masks_by_size:
+                masks_by_size[spatial_size] = upsampled_masks(maps, spatial_size)
+            masks = masks_by_size[spatial_size].to(tensor.dtype)[map_index]
             if self.noise is not None and self.noise.on == "mask":
                 masks = masks + self.noise.sample(masks, index)
             masks = broadcast_to_input(masks, tensor.dim())
