@@ -1,6 +1,19 @@
-"""Score-CAM and SS-CAM layer attributions."""
+"""The library's attribution methods: Score-CAM and SS-CAM as Captum layer attributions."""
 
+from captum_sscam.attr._noise import NOISE_TARGETS as NOISE_PLACEMENTS
+from captum_sscam.attr._scoring import SCORE_MODES
+from captum_sscam.attr.reshape_transforms import (
+    channels_last_reshape_transform,
+    vit_reshape_transform,
+)
 from captum_sscam.attr.score_cam import ScoreCAM
 from captum_sscam.attr.smoothed_score_cam import SmoothedScoreCAM
 
-__all__ = ["ScoreCAM", "SmoothedScoreCAM"]
+__all__ = [
+    "NOISE_PLACEMENTS",
+    "SCORE_MODES",
+    "ScoreCAM",
+    "SmoothedScoreCAM",
+    "channels_last_reshape_transform",
+    "vit_reshape_transform",
+]
