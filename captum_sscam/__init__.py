@@ -9,6 +9,7 @@ is imported from here, from ``captum_sscam.metrics`` or from
 from captum_sscam.attr import (
     NOISE_PLACEMENTS,
     SCORE_MODES,
+    IntegratedScoreCAM,
     ScoreCAM,
     SmoothedScoreCAM,
     channels_last_reshape_transform,
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "NOISE_PLACEMENTS",
     "SCORE_MODES",
+    "IntegratedScoreCAM",
     "ScoreCAM",
     "SmoothedScoreCAM",
     "__version__",

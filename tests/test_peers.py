@@ -13,6 +13,7 @@ import torch
 from torchcam import methods as torchcam_methods
 
 from captum_sscam import ScoreCAM, SmoothedScoreCAM
+from tests.reference import replayed_noise
 from tests.tiny_models import SameResolution, SmallCNN
 
 
@@ -73,10 +74,10 @@ class ReplayedNoise:
 
 
 def test_sscam_equals_torchcam_sscam_with_the_same_noise() -> None:
-    # torchcam draws the noise of all (example, channel) masks per sample; with one
-    # masked input per forward this package draws it per (example, channel, sample)
-    # from its generator. Draw those numbers once, in this package's order, and hand
-    # them to torchcam in its order: the two SS-CAMs must then agree exactly.
+    # torchcam draws the noise of all (example, channel) masks per sample; this
+    # package seeds each (example, channel, sample) from the call's seed. Replay
+    # this package's draws and hand them to torchcam in its order: the two SS-CAMs
+    # must then agree exactly.
     model = SameResolution().eval()
     x = torch.randn(2, 3, 6, 6)
     classes, samples, sigma, channels = [1, 3], 6, 2.0, 5
@@ -87,14 +88,13 @@ def test_sscam_equals_torchcam_sscam_with_the_same_noise() -> None:
         nt_samples=samples,
         stdevs=sigma,
         generator=torch.Generator().manual_seed(5),
-        perturbations_per_eval=1,
     )
-    generator = torch.Generator().manual_seed(5)
+    noise = replayed_noise(5, sigma)
     draws = torch.zeros(samples, 2, channels, 6, 6)
     for n in range(2):
         for k in range(channels):
             for s in range(samples):
-                draws[s, n, k] = torch.randn((1, 6, 6), generator=generator)[0] * sigma
+                draws[s, n, k] = noise((6, 6), n, k, s)
     with torchcam_methods.SSCAM(
         model, target_layer=model.layer, input_shape=(3, 6, 6), num_samples=samples, std=sigma
     ) as extractor:

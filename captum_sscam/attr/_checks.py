@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any
 
 import torch
 from captum._utils.common import _format_baseline, _format_tensor_into_tuples
@@ -84,9 +83,3 @@ def check_baselines(
             raise ValueError(f"baseline {index} contains NaN or infinite values.")
         expanded.append(baseline)
     return tuple(expanded)
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-    return int(value)
