@@ -37,15 +37,20 @@ def reference_score_cam(
     samples: int = 1,
     noise: Callable[[tuple[int, ...], int, int, int], Tensor] | None = None,
     mask_scales: list[float] | None = None,
+    reshape: Callable[[Tensor], Tensor] | None = None,
     noise_on: str = "mask",
     relu: bool = True,
 ) -> Tensor:
     """Score-CAM / SS-CAM / IS-CAM maps ``(N, 1, h, w)`` for one class per example.
 
     ``noise(shape, example, channel, sample)`` gives SS-CAM's draw for one work
-    item; ``mask_scales`` (one per sample) gives IS-CAM's scaled masks.
+    item; ``mask_scales`` (one per sample) gives IS-CAM's scaled masks; ``reshape``
+    turns the layer's output into ``(N, K, h, w)`` maps. A channel whose map is
+    constant, at the layer's resolution or once resized, gets weight 0.
     """
     activations = layer_output(model, layer, x)
+    if reshape is not None:
+        activations = reshape(activations)
     maps = []
     for n in range(x.shape[0]):
         image, cls = x[n], classes[n]
@@ -61,13 +66,13 @@ def reference_score_cam(
         channel_scores, valid = [], []
         for k in range(activations.shape[1]):
             a_k = activations[n, k]
-            if float(a_k.max()) == float(a_k.min()):
-                channel_scores.append(0.0)
-                valid.append(False)
-                continue
             up = F.interpolate(
                 a_k[None, None], size=image.shape[-2:], mode="bilinear", align_corners=False
             )[0, 0]
+            if float(a_k.max()) == float(a_k.min()) or float(up.max()) == float(up.min()):
+                channel_scores.append(0.0)
+                valid.append(False)
+                continue
             h_k = (up - up.min()) / (up.max() - up.min())
             total = 0.0
             for sample in range(samples):
