@@ -63,12 +63,20 @@ def upsampled_masks(maps: Tensor, size: Sequence[int]) -> Tensor:
     [0, 1] by its own min and max. Returns ``(B, *size)``. Every map must vary
     at ``size`` (see :func:`varying_channels`).
     """
-    upsampled = resize(maps.unsqueeze(1), size).squeeze(1)
-    flat = upsampled.flatten(1)
-    shape = (-1, *([1] * (upsampled.dim() - 1)))
+    return min_max_scaled(resize(maps.unsqueeze(1), size).squeeze(1))
+
+
+def min_max_scaled(maps: Tensor) -> Tensor:
+    """Each of the ``B`` maps ``(B, *spatial)`` rescaled to [0, 1] by its own min and max.
+
+    A constant map ranks nothing above anything else and becomes all zeros.
+    """
+    flat = maps.flatten(1)
+    shape = (-1, *([1] * (maps.dim() - 1)))
     low = flat.amin(dim=1).view(shape)
-    high = flat.amax(dim=1).view(shape)
-    return (upsampled - low) / (high - low)
+    span = flat.amax(dim=1).view(shape) - low
+    safe_span = torch.where(span > 0, span, torch.ones_like(span))
+    return torch.where(span > 0, (maps - low) / safe_span, torch.zeros_like(maps))
 
 
 def broadcast_to_input(mask: Tensor, input_dims: int) -> Tensor:
