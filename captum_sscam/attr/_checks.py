@@ -52,6 +52,14 @@ def check_baselines(
     """Baselines expanded to the inputs' shapes, or ``None`` when not given."""
     if baselines is None:
         return None
+    entries = baselines if isinstance(baselines, tuple) else (baselines,)
+    for entry in entries:
+        if isinstance(entry, bool) or not isinstance(entry, (numbers.Real, Tensor)):
+            raise TypeError(
+                "baselines must be None, a number, a Tensor, or a tuple of those (one per "
+                f"input); got {type(entry).__name__} {entry!r}. For an all-zero baseline "
+                "pass baselines=0."
+            )
     formatted = _format_baseline(baselines, inputs)
     if len(formatted) != len(inputs):
         raise ValueError(
