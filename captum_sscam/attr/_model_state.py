@@ -85,5 +85,5 @@ def _warn_training(forward_func: Callable[..., Any], training: list[nn.Module]) 
         "mode and restored training mode afterwards. Call model.eval() before attributing "
         "to silence this warning.",
         UserWarning,
-        stacklevel=5,
+        stacklevel=8,  # the user's call (through attribute's decorators)
     )

@@ -272,7 +272,7 @@ class _Run:
                 "every channel of the layer is constant for some examples, so they have no "
                 "mask and their map is all zeros; choose a layer that varies over space.",
                 UserWarning,
-                stacklevel=5,
+                stacklevel=7,  # the user's call (through attribute's decorators)
             )
         if self.options.top_k_channels is not None:
             active = top_k_channels(
