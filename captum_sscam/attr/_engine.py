@@ -20,8 +20,9 @@ Two rules hold for every forward the package makes:
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -81,10 +82,47 @@ def follow_example(args: tuple[Any, ...] | None, examples: Tensor) -> tuple[Any,
     )
 
 
+def _synchronized_time(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def progress_bar(total: int, show: bool | None, description: str) -> tqdm:
     """A tqdm bar over ``total`` forwards: shown when asked, or when long and not silenced."""
     enabled = total > PROGRESS_THRESHOLD if show is None else show
     return tqdm(total=total, unit="pass", disable=not enabled, desc=description, leave=False)
+
+
+# Batches timed per memory format when choosing one (the faster time of each counts).
+CALIBRATION_ROUNDS = 2
+
+
+@dataclass
+class MemoryFormatCalibration:
+    """Chooses contiguous or channels-last for 4-D batches by timing real batches.
+
+    The first ``2 * CALIBRATION_ROUNDS`` full batches of a call alternate between the
+    two formats (their scores are used like any others); the faster format's best
+    time wins and is kept in ``choices`` under the call's key, so later calls with
+    the same model, device, input shape and batch size skip the calibration.
+    """
+
+    choices: dict[Any, bool]
+    key: Any
+    times: dict[bool, list[float]] = field(default_factory=lambda: {False: [], True: []})
+
+    @property
+    def decided(self) -> bool | None:
+        return self.choices.get(self.key)
+
+    def next_trial(self) -> bool:
+        return len(self.times[False]) > len(self.times[True])
+
+    def record(self, channels_last: bool, seconds: float) -> None:
+        self.times[channels_last].append(seconds)
+        if all(len(times) >= CALIBRATION_ROUNDS for times in self.times.values()):
+            self.choices[self.key] = min(self.times[True]) < min(self.times[False])
 
 
 @dataclass(frozen=True)
@@ -98,7 +136,10 @@ class BatchScorer:
         batch_size: items per forward pass.
         autocast_dtype: run forwards under ``torch.autocast`` with this dtype, or
             ``None`` for the inputs' own precision. Scores are taken in float32.
-        channels_last: pass 4-D batches in channels-last memory format.
+        channels_last: pass 4-D batches in channels-last memory format
+            (``True``), as they are (``False``), or choose by timing real batches
+            (``None``, with ``calibration``).
+        calibration: where the automatic choice is made and kept.
     """
 
     forward_func: Callable[..., Any]
@@ -106,7 +147,8 @@ class BatchScorer:
     score_kind: str
     batch_size: int
     autocast_dtype: torch.dtype | None = None
-    channels_last: bool = False
+    channels_last: bool | None = False
+    calibration: MemoryFormatCalibration | None = None
 
     def scores(
         self,
@@ -124,14 +166,44 @@ class BatchScorer:
         out = torch.empty(num_items, targets.shape[1], device=targets.device)
         for start in range(0, num_items, self.batch_size):
             stop = min(start + self.batch_size, num_items)
-            out[start:stop] = self.score_batch(build(start, stop), examples[start:stop], targets)
+            batch, batch_examples = build(start, stop), examples[start:stop]
+            channels_last = self._memory_format(num_items - start)
+            if channels_last is None and self.calibration is not None:
+                # a calibration batch: timed in the format on trial
+                trial = self.calibration.next_trial()
+                began = _synchronized_time(batch[0].device)
+                out[start:stop] = self.score_batch(batch, batch_examples, targets, trial)
+                self.calibration.record(trial, _synchronized_time(batch[0].device) - began)
+            else:
+                out[start:stop] = self.score_batch(
+                    batch, batch_examples, targets, bool(channels_last)
+                )
             if progress is not None:
                 progress.update(stop - start)
         return out
 
-    def score_batch(self, batch: tuple[Tensor, ...], examples: Tensor, targets: Tensor) -> Tensor:
+    def _memory_format(self, items_left: int) -> bool | None:
+        """The format of the next batch; ``None`` while calibrating."""
+        if self.channels_last is not None:
+            return self.channels_last
+        if self.calibration is None:
+            return False
+        decided = self.calibration.decided
+        if decided is not None:
+            return decided
+        calibrating = sum(len(times) for times in self.calibration.times.values())
+        batches_needed = 2 * CALIBRATION_ROUNDS - calibrating
+        return None if items_left >= batches_needed * self.batch_size else False
+
+    def score_batch(
+        self,
+        batch: tuple[Tensor, ...],
+        examples: Tensor,
+        targets: Tensor,
+        channels_last: bool = False,
+    ) -> Tensor:
         """Scores ``(B, T)`` of one batch whose rows belong to ``examples``."""
-        if self.channels_last:
+        if channels_last:
             batch = tuple(
                 x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
                 for x in batch

@@ -60,7 +60,7 @@ class IntegratedScoreCAM(ScoreCAM):
         show_progress: bool | None = None,
         n_steps: int = 10,
         autocast_dtype: torch.dtype | None = None,
-        channels_last: bool | None = False,
+        channels_last: bool | None = None,
         top_k_channels: int | None = None,
         channel_criterion: ChannelCriterion = "variance",
     ) -> Tensor | tuple[Tensor, ...]:

@@ -21,6 +21,7 @@ from captum_sscam.attr._checks import check_baselines, check_inputs
 from captum_sscam.attr._engine import (
     BatchScorer,
     MaskedInputs,
+    MemoryFormatCalibration,
     check_forward_args,
     progress_bar,
 )
@@ -105,6 +106,7 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
         PerturbationAttribution.__init__(self, forward_func)
         self.reshape_transform = reshape_transform
+        self._memory_formats: dict[Any, bool] = {}  # channels_last=None's choices
 
     @classmethod
     def get_name(cls) -> str:
@@ -124,7 +126,7 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
         perturbations_per_eval: int | None = None,
         show_progress: bool | None = None,
         autocast_dtype: torch.dtype | None = None,
-        channels_last: bool | None = False,
+        channels_last: bool | None = None,
         top_k_channels: int | None = None,
         channel_criterion: ChannelCriterion = "variance",
     ) -> Tensor | tuple[Tensor, ...]:
@@ -161,7 +163,12 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
             autocast_dtype: ``torch.bfloat16`` or ``torch.float16`` to run the
                 masked forwards under ``torch.autocast`` (mixed precision), or
                 ``None`` (default) for full precision.
-            channels_last: pass masked images in channels-last memory format.
+            channels_last: ``True`` passes 4-D masked inputs in channels-last
+                memory format, ``False`` as they are. ``None`` (default) times the
+                first full batches of the call in both formats and keeps the
+                faster (the timed batches' scores are used; the choice is kept on
+                this object per device, input shape, batch size and precision).
+                Either way the map is the same up to rounding.
             top_k_channels: score only the ``k`` non-constant channels with the
                 highest ``channel_criterion`` per example; the others get weight 0
                 (approximate; ``None``, the default, scores all of them).
@@ -224,7 +231,16 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
                 options.score_kind,
                 batch_size,
                 options.autocast_dtype,
-                bool(options.channels_last),
+                options.channels_last if _any_image(formatted_inputs) else False,
+                MemoryFormatCalibration(
+                    self._memory_formats,
+                    (
+                        device,
+                        tuple(tuple(x.shape[1:]) for x in formatted_inputs),
+                        batch_size,
+                        options.autocast_dtype,
+                    ),
+                ),
             )
             run = _Run(
                 scorer,
@@ -243,6 +259,11 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
                 for activation in activations
             )
         return _format_output(len(maps) > 1, maps)
+
+
+def _any_image(inputs: tuple[Tensor, ...]) -> bool:
+    """Whether a memory format applies: channels-last exists for 4-D tensors only."""
+    return any(x.dim() == 4 for x in inputs)
 
 
 def _default_batch(inputs: tuple[Tensor, ...], device: torch.device, peak: int | None) -> int:

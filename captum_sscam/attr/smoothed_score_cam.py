@@ -86,7 +86,7 @@ class SmoothedScoreCAM(ScoreCAM):
         generator: torch.Generator | None = None,
         noise_sampling: NoiseSampling = "iid",
         autocast_dtype: torch.dtype | None = None,
-        channels_last: bool | None = False,
+        channels_last: bool | None = None,
         top_k_channels: int | None = None,
         channel_criterion: ChannelCriterion = "variance",
     ) -> Tensor | tuple[Tensor, ...]:
