@@ -9,6 +9,7 @@ from captum._utils.typing import BaselineType, TargetType
 from captum.log import log_usage
 from torch import Tensor
 
+from captum_sscam.attr._allocation import Sampling
 from captum_sscam.attr._options import (
     ChannelCriterion,
     ScoreCAMOptions,
@@ -89,5 +90,5 @@ class IntegratedScoreCAM(ScoreCAM):
         )
         scaling = MaskScaling(integration_coefficients(steps))
         return self._attribute(
-            inputs, target, additional_forward_args, baselines, options, scaling, steps
+            inputs, target, additional_forward_args, baselines, options, scaling, Sampling(steps)
         )

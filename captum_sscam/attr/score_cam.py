@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,16 +12,13 @@ from captum.attr import LayerAttribution, PerturbationAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_sscam.attr._allocation import ChannelStats, Pairs, uniform_items
+from captum_sscam.attr._allocation import Sampling
 from captum_sscam.attr._batch_size import default_batch_size, run_measuring_peak
-from captum_sscam.attr._channels import top_k_channels
 from captum_sscam.attr._checks import check_baselines, check_inputs
 from captum_sscam.attr._engine import (
     BatchScorer,
-    MaskedInputs,
     MemoryFormatCalibration,
     check_forward_args,
-    progress_bar,
 )
 from captum_sscam.attr._layer import (
     check_layer_in_model,
@@ -31,10 +26,10 @@ from captum_sscam.attr._layer import (
     layer_activations_and_output,
     layer_maps,
 )
-from captum_sscam.attr._masks import varying_channels
 from captum_sscam.attr._model_state import model_in_eval_mode
 from captum_sscam.attr._options import ChannelCriterion, ScoreCAMOptions, ScoreMode
-from captum_sscam.attr._perturb import Perturbation, WorkItems
+from captum_sscam.attr._perturb import Perturbation
+from captum_sscam.attr._run import LayerRun
 from captum_sscam.attr._targets import flat_target_indices
 
 
@@ -201,9 +196,14 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
         baselines: BaselineType,
         options: ScoreCAMOptions,
         perturbation: Perturbation | None = None,
-        samples: int = 1,
-    ) -> Tensor | tuple[Tensor, ...]:
-        """Maps from ``samples`` perturbed masked inputs per non-constant channel."""
+        sampling: Sampling | None = None,
+        return_error: bool = False,
+    ) -> Any:
+        """Maps from perturbed masked inputs of every non-constant channel.
+
+        ``sampling`` says how many per channel (one by default); with
+        ``return_error`` the result is ``(maps, standard_errors)``.
+        """
         formatted_inputs = check_inputs(inputs)
         formatted_baselines = check_baselines(baselines, formatted_inputs)
         forward_args = _format_additional_forward_args(additional_forward_args)
@@ -242,23 +242,25 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
                     ),
                 ),
             )
-            run = _Run(
+            run = LayerRun(
                 scorer,
                 formatted_inputs,
                 formatted_baselines,
                 targets,
                 options,
                 perturbation or Perturbation(),
-                samples,
+                sampling or Sampling(),
                 self.get_name(),
             )
-            maps = tuple(
-                run.maps(layer_maps(activation, formatted_inputs, self.reshape_transform)).to(
-                    device
-                )
+            results = [
+                run.maps(layer_maps(activation, formatted_inputs, self.reshape_transform))
                 for activation in activations
-            )
-        return _format_output(len(maps) > 1, maps)
+            ]
+        maps = _format_output(len(results) > 1, tuple(m.to(device) for m, _ in results))
+        if not return_error:
+            return maps
+        errors = _format_output(len(results) > 1, tuple(e.to(device) for _, e in results))
+        return maps, errors
 
 
 def _any_image(inputs: tuple[Tensor, ...]) -> bool:
@@ -269,84 +271,3 @@ def _any_image(inputs: tuple[Tensor, ...]) -> bool:
 def _default_batch(inputs: tuple[Tensor, ...], device: torch.device, peak: int | None) -> int:
     input_bytes = sum(x.element_size() * x[0].numel() for x in inputs)
     return default_batch_size(device, peak, inputs[0].shape[0], input_bytes)
-
-
-@dataclass(frozen=True)
-class _Run:
-    """One call's scoring of the (example, channel) pairs of each layer tensor."""
-
-    scorer: BatchScorer
-    inputs: tuple[Tensor, ...]
-    baselines: tuple[Tensor, ...] | None
-    targets: Tensor
-    options: ScoreCAMOptions
-    perturbation: Perturbation
-    samples: int
-    method_name: str
-
-    def maps(self, activation: Tensor) -> Tensor:
-        """``(N, T, *spatial)`` maps for one layer tensor ``(N, K, *spatial)``."""
-        sizes = [tuple(x.shape[2:]) for x in self.inputs]
-        active = varying_channels(activation, sizes)
-        if not bool(active.any(dim=1).all()):
-            warnings.warn(
-                "every channel of the layer is constant for some examples, so they have no "
-                "mask and their map is all zeros; choose a layer that varies over space.",
-                UserWarning,
-                stacklevel=7,  # the user's call (through attribute's decorators)
-            )
-        if self.options.top_k_channels is not None:
-            active = top_k_channels(
-                active, activation, self.options.top_k_channels, self.options.channel_criterion
-            )
-        pairs = Pairs.of(active)
-        stats = self._channel_stats(activation, pairs)
-        scores = activation.new_zeros(*active.shape, self.targets.shape[1], dtype=torch.float64)
-        scores[pairs.example, pairs.channel] = stats.means
-        if self.options.score_mode == "channel_softmax":
-            weights = scores.masked_fill(~active.unsqueeze(2), float("-inf")).softmax(dim=1)
-            weights = weights.nan_to_num(0.0)
-        else:
-            weights = scores
-        maps = torch.einsum("nkt,nk...->nt...", weights.to(activation.dtype), activation)
-        return torch.relu(maps) if self.options.relu_attributions else maps
-
-    def _channel_stats(self, activation: Tensor, pairs: Pairs) -> ChannelStats:
-        masked = MaskedInputs(
-            self.inputs,
-            self.baselines,
-            activation[pairs.example, pairs.channel],
-            pairs.example,
-            self.perturbation,
-        )
-        baseline_scores = self._baseline_scores()
-        stats = ChannelStats.empty(len(pairs), self.targets.shape[1], self.targets.device)
-        items = uniform_items(pairs, self.samples)
-        with progress_bar(len(items), self.options.show_progress, self.method_name) as progress:
-            stats.add(items.pair, self._scores(masked, items, baseline_scores, progress))
-        return stats
-
-    def _scores(
-        self,
-        masked: MaskedInputs,
-        items: WorkItems,
-        baseline_scores: Tensor | None,
-        progress: Any,
-    ) -> Tensor:
-        examples = masked.pair_examples[items.pair]
-        scores = self.scorer.scores(
-            len(items),
-            examples,
-            lambda start, stop: masked.build(items.slice(start, stop)),
-            self.targets,
-            progress,
-        )
-        if baseline_scores is not None:
-            scores = scores - baseline_scores[examples]
-        return scores
-
-    def _baseline_scores(self) -> Tensor | None:
-        if self.baselines is None:
-            return None
-        examples = torch.arange(self.targets.shape[0], device=self.targets.device)
-        return self.scorer.score_batch(self.baselines, examples, self.targets)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import torch
@@ -9,11 +11,19 @@ from captum._utils.typing import BaselineType, TargetType
 from captum.log import log_usage
 from torch import Tensor
 
+from captum_sscam.attr._allocation import (
+    SAMPLE_ALLOCATIONS,
+    SampleAllocation,
+    Sampling,
+    minimum_adaptive_budget,
+    pilot_samples,
+)
 from captum_sscam.attr._options import (
     ChannelCriterion,
     ScoreCAMOptions,
     ScoreMode,
     check_choice,
+    check_flag,
     check_positive_int,
 )
 from captum_sscam.attr._perturb import (
@@ -89,7 +99,10 @@ class SmoothedScoreCAM(ScoreCAM):
         channels_last: bool | None = None,
         top_k_channels: int | None = None,
         channel_criterion: ChannelCriterion = "variance",
-    ) -> Tensor | tuple[Tensor, ...]:
+        sample_allocation: SampleAllocation = "uniform",
+        target_error: float | None = None,
+        return_error: bool = False,
+    ) -> Any:
         r"""SS-CAM maps of ``target`` for each example of ``inputs``.
 
         Takes every argument of [ScoreCAM.attribute][captum_sscam.ScoreCAM.attribute], plus:
@@ -113,10 +126,32 @@ class SmoothedScoreCAM(ScoreCAM):
             channels_last: channels-last masked inputs, as in ScoreCAM.
             top_k_channels: score only ``k`` channels, as in ScoreCAM.
             channel_criterion: how those channels are ranked, as in ScoreCAM.
+            sample_allocation: ``"uniform"`` (default, the paper: ``nt_samples``
+                per channel) or ``"adaptive"``: ``nt_samples`` stays the budget (at
+                most ``nt_samples`` x K' forwards per example), a pilot of about
+                1/8 of it (at least 2 samples) per channel estimates each channel's
+                score variance $\sigma_k^2$ (shrunk toward the example's pooled
+                variance), and the rest is shared by Neyman allocation,
+                $n_k \propto \lVert \partial L / \partial a_k \rVert\, \sigma_k$,
+                which minimises the map's Monte-Carlo variance
+                $\sum_k \lVert \partial L/\partial a_k \rVert^2 \sigma_k^2 / n_k$ (summed over
+                targets). Each weight is the mean of its channel's samples drawn after
+                the pilot, which only decides the allocation: the estimate stays
+                unbiased. Needs ``nt_samples`` >= 3 (>= 6 with antithetic noise).
+            target_error: stop sampling once the estimated relative standard error
+                of every map, $\lVert \mathrm{SE} \rVert / \lVert L \rVert$ (before
+                the ReLU), is at most this (checked after 1/8, 1/4, 1/2 and all of
+                the budget); ``nt_samples`` caps the cost. ``None`` (default): spend
+                the whole budget.
+            return_error: also return the per-pixel Monte-Carlo standard error of
+                the maps (before the ReLU), estimated from the samples' variances:
+                $\mathrm{SE}(x)^2 = \sum_k (\partial L/\partial a_k)(x)^2
+                \operatorname{Var}(\hat a_k)$.
 
         Returns:
             ``(N, 1, h, w)`` maps at the layer's resolution (a tuple for a layer
-            with several output tensors), detached, on the inputs' device.
+            with several output tensors), detached, on the inputs' device; with
+            ``return_error=True`` a pair ``(maps, standard_errors)`` of that form.
         """
         check_choice("noise_on", noise_on, NOISE_PLACEMENTS)
         samples = check_positive_int("nt_samples", nt_samples)
@@ -145,10 +180,49 @@ class SmoothedScoreCAM(ScoreCAM):
             top_k_channels=top_k_channels,
             channel_criterion=channel_criterion,
         )
+        sampling = _sampling(samples, sample_allocation, antithetic, target_error, return_error)
         num_inputs = len(inputs) if isinstance(inputs, tuple) else 1
         noise = GaussianNoise(
             check_stdevs(stdevs, num_inputs), noise_on, seed_from(generator), antithetic
         )
         return self._attribute(
-            inputs, target, additional_forward_args, baselines, options, noise, samples
+            inputs, target, additional_forward_args, baselines, options, noise, sampling,
+            return_error,
+        )  # fmt: skip
+
+
+def _sampling(
+    samples: int,
+    allocation: object,
+    antithetic: bool,
+    target_error: object,
+    return_error: object,
+) -> Sampling:
+    """The validated sampling plan of an SS-CAM call."""
+    check_choice("sample_allocation", allocation, SAMPLE_ALLOCATIONS)
+    check_flag("return_error", return_error)
+    if target_error is not None and (
+        isinstance(target_error, bool)
+        or not isinstance(target_error, numbers.Real)
+        or not math.isfinite(target_error)
+        or target_error <= 0
+    ):
+        raise ValueError(
+            f"target_error must be None or a finite number > 0 (e.g. 0.05), got {target_error!r}."
         )
+    unit = 2 if antithetic else 1
+    if allocation == "adaptive" and samples < minimum_adaptive_budget(antithetic):
+        raise ValueError(
+            f"adaptive allocation spends a pilot of {pilot_samples(samples, antithetic)} samples "
+            f"per channel and at least {unit} more, so nt_samples must be at least "
+            f"{minimum_adaptive_budget(antithetic)}; got {samples}."
+        )
+    if (return_error or target_error is not None) and samples < 2 * unit:
+        raise ValueError(
+            f"estimating the error needs at least {2 * unit} samples per channel (two "
+            f"{'antithetic pairs' if antithetic else 'samples'}) to measure their variance; "
+            f"got nt_samples={samples}."
+        )
+    return Sampling(
+        samples, str(allocation), antithetic, None if target_error is None else float(target_error)
+    )
