@@ -1,9 +1,9 @@
 """How many samples each channel gets, and the per-channel statistics of their scores.
 
 A Score-CAM variant estimates, for every (example, channel) pair ``p``, the mean
-score ``a_p`` of its samples. :class:`ChannelStats` keeps each pair's sample
+score ``a_p`` of its samples. ``ChannelStats`` keeps each pair's sample
 count, sum and sum of squares, from which the mean and its Monte-Carlo variance
-follow. :func:`uniform_items` gives every pair the same number of samples (the
+follow. ``uniform_items`` gives every pair the same number of samples (the
 papers' allocation).
 """
 
@@ -105,8 +105,8 @@ class Sampling:
     ``samples`` is the budget: at most ``samples`` per pair on average, so at
     most ``samples * K'`` forwards per example. ``"uniform"`` gives every pair
     ``samples`` (the papers); ``"adaptive"`` spends a pilot of
-    :func:`pilot_samples` per pair, then allocates the rest by Neyman allocation
-    (:func:`neyman_counts`). ``antithetic`` samples come in pairs ``(2j, 2j + 1)``
+    ``pilot_samples`` per pair, then allocates the rest by Neyman allocation
+    (``neyman_counts``). ``antithetic`` samples come in pairs ``(2j, 2j + 1)``
     whose mean is one unit of the budget's statistics. ``target_error`` stops
     early once the map's estimated relative standard error is below it.
     """
@@ -142,7 +142,7 @@ def shrunk_variances(stats: ChannelStats, pair_example: Tensor, num_examples: in
     """Per-pair score variances ``(P, T)`` shrunk toward their example's pooled variance.
 
     ``(nu_k s_k^2 + nu_0 s_pooled^2) / (nu_k + nu_0)`` with ``nu_k = n_k - 1`` the
-    pair's degrees of freedom and ``nu_0`` = :data:`PRIOR_DEGREES_OF_FREEDOM`: small
+    pair's degrees of freedom and ``nu_0`` = ``PRIOR_DEGREES_OF_FREEDOM``: small
     pilots' variance estimates are too noisy to allocate by on their own.
     """
     dof = (stats.counts - 1).clamp(min=0)

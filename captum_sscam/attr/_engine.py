@@ -11,10 +11,10 @@ Two rules hold for every forward the package makes:
 
 - tensors in ``additional_forward_args`` follow their example: Captum's contract
   is that a tensor argument's first dimension is the batch, so row ``i`` belongs
-  to example ``i`` (:func:`check_forward_args`, :func:`follow_example`);
+  to example ``i`` (``check_forward_args``, ``follow_example``);
 - targets are flat indices ``(N, T)`` into each example's output
-  (:func:`~captum_sscam.attr._targets.flat_target_indices`), and a score is a
-  class probability (softmax over dim 1) or the raw output (:func:`select_scores`).
+  (``flat_target_indices``), and a score is a
+  class probability (softmax over dim 1) or the raw output (``select_scores``).
 """
 
 from __future__ import annotations
@@ -131,8 +131,8 @@ class BatchScorer:
 
     Args:
         forward_func: the model (or any function of the inputs).
-        forward_args: ``additional_forward_args`` (checked by :func:`check_forward_args`).
-        score_kind: ``"probability"`` or ``"logit"`` (see :func:`select_scores`).
+        forward_args: ``additional_forward_args`` (checked by ``check_forward_args``).
+        score_kind: ``"probability"`` or ``"logit"`` (see ``select_scores``).
         batch_size: items per forward pass.
         autocast_dtype: run forwards under ``torch.autocast`` with this dtype, or
             ``None`` for the inputs' own precision. Scores are taken in float32.

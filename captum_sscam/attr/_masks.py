@@ -59,9 +59,9 @@ def _varies_after_resize(activation: Tensor, size: tuple[int, ...]) -> Tensor:
 def upsampled_masks(maps: Tensor, size: Sequence[int]) -> Tensor:
     """Masks ``H = s(U(A))`` for ``maps`` of shape ``(B, *spatial)``.
 
-    ``U`` resizes (:func:`resize`) to ``size``; ``s`` rescales each map to
+    ``U`` resizes (``resize``) to ``size``; ``s`` rescales each map to
     [0, 1] by its own min and max. Returns ``(B, *size)``. Every map must vary
-    at ``size`` (see :func:`varying_channels`).
+    at ``size`` (see ``varying_channels``).
     """
     return min_max_scaled(resize(maps.unsqueeze(1), size).squeeze(1))
 

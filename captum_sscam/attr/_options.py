@@ -1,7 +1,7 @@
 """One validated options object, carried from ``attribute`` to the engine under one name each.
 
 The public ``attribute`` signatures stay flat, as Captum's are; each method
-builds a :class:`ScoreCAMOptions` from its arguments, which validates every
+builds a ``ScoreCAMOptions`` from its arguments, which validates every
 setting once, here, with an error that says what is expected.
 """
 
@@ -44,7 +44,7 @@ def check_flag(name: str, value: object, allow_none: bool = False) -> bool | Non
 
 @dataclass(frozen=True)
 class ScoreCAMOptions:
-    """The settings every Score-CAM variant shares (see :meth:`ScoreCAM.attribute`)."""
+    """The settings every Score-CAM variant shares (see ``attribute``)."""
 
     score_mode: str = "probability"
     relu_attributions: bool = True

@@ -5,9 +5,9 @@ perturbation changes the item's mask ``H`` before the input is masked and/or the
 masked input after it:
 
 - none (Score-CAM): ``M = X * H``;
-- :class:`GaussianNoise` on the mask (SS-CAM variant 1): ``M = X * (H + e)``;
-- :class:`GaussianNoise` on the input (SS-CAM variant 2): ``M = X * H + e``;
-- :class:`MaskScaling` (IS-CAM): ``M = X * (c_s H)`` for sample ``s``.
+- ``GaussianNoise`` on the mask (SS-CAM variant 1): ``M = X * (H + e)``;
+- ``GaussianNoise`` on the input (SS-CAM variant 2): ``M = X * H + e``;
+- ``MaskScaling`` (IS-CAM): ``M = X * (c_s H)`` for sample ``s``.
 
 Noise is seeded per work item: the draw of item ``(example, channel, sample)``
 depends only on the call's seed and on that item, never on how items are

@@ -2,7 +2,7 @@
 
 For every (example, channel) pair that has a mask, the engine scores perturbed
 masked inputs; their mean is the channel's score ``a_k``. How many samples each
-pair gets is the :class:`~captum_sscam.attr._allocation.Sampling`'s business. The
+pair gets is the ``Sampling``'s business. The
 map is ``L = ReLU(sum_k w_k A_k)`` with ``w = a`` (probability mode) or
 ``w = softmax_k(a)`` (channel-softmax mode). Its Monte-Carlo standard error,
 before the ReLU, follows from the independent channel estimates:
