@@ -100,12 +100,17 @@ def reference_score_cam(
 
 
 def replayed_noise(
-    generator_seed: int, stdev: float, noise_on: str = "mask", antithetic: bool = False
+    generator_seed: int,
+    stdev: float,
+    noise_on: str = "mask",
+    antithetic: bool = False,
+    device: str | torch.device = "cpu",
 ) -> Callable[[tuple[int, ...], int, int, int], Tensor]:
     """The draws a seeded SS-CAM call makes, per work item, for the reference loop.
 
     SS-CAM seeds each work item (example, channel, sample) from the call's seed,
-    one number drawn from ``torch.Generator().manual_seed(generator_seed)``.
+    one number drawn from ``torch.Generator().manual_seed(generator_seed)``; the
+    draws are made on ``device`` (the model's), returned on the CPU.
     """
     noise = GaussianNoise(
         (stdev,), noise_on, seed_from(torch.Generator().manual_seed(generator_seed)), antithetic
@@ -118,9 +123,9 @@ def replayed_noise(
             np.array([channel]),
             np.array([sample]),
         )
-        like = torch.zeros(1, *shape)
+        like = torch.zeros(1, *shape, device=device)
         if noise_on == "mask":
-            return noise.perturb_masks(like, 0, items)[0]
-        return noise.perturb_masked(like, 0, items)[0]
+            return noise.perturb_masks(like, 0, items)[0].cpu()
+        return noise.perturb_masked(like, 0, items)[0].cpu()
 
     return draw
