@@ -1,13 +1,13 @@
-"""Overlays and method grids on top of :mod:`captum.attr.visualization`.
+"""Overlays and method grids on top of `captum.attr.visualization`.
 
-Captum's :func:`~captum.attr.visualization.visualize_image_attr` draws one
+Captum's `visualize_image_attr` draws one
 ``(H, W, C)`` numpy attribution over an ``(H, W, 3)`` image. Score-CAM and the
 other CAM methods return ``(N, 1, h, w)`` tensors at the layer's resolution, so
 these helpers upsample them to the image (bilinear, as
-:meth:`captum.attr.LayerAttribution.interpolate` does), convert tensors to HWC
+`captum.attr.LayerAttribution.interpolate` does), convert tensors to HWC
 arrays, and guard the all-zero map that Captum's normaliser rejects (it divides
 by the map's largest value). Everything is drawn by Captum's own function on a
-matplotlib :class:`~matplotlib.figure.Figure` (no pyplot, so it works headless).
+matplotlib `Figure` (no pyplot, so it works headless).
 """
 
 from __future__ import annotations
@@ -153,7 +153,8 @@ def method_grid(
             title lists its values (e.g. ``"deletion 0.081"``).
         row_titles: optional N titles for the image column (e.g. the class).
         cell_size: inches per cell.
-        overlay_kwargs: passed to :func:`overlay` (method, sign, cmap, ...).
+        overlay_kwargs: passed to [overlay][captum_sscam.visualization.overlay] (method, sign,
+            cmap, ...).
 
     Returns:
         The matplotlib figure; save it with ``figure.savefig(path)``.

@@ -6,11 +6,15 @@ import ast
 import importlib
 import importlib.util
 import re
+import subprocess
+import sys
+from html import unescape
 from pathlib import Path
 
 import pytest
 
 from captum_sscam.cli import build_parser
+from tests.browser import headless_chromium, screenshot
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -31,7 +35,7 @@ def test_every_page_is_in_the_nav_and_every_nav_entry_exists() -> None:
 def test_api_reference_names_resolve() -> None:
     text = (DOCS / "api.md").read_text()
     identifiers = re.findall(r"^::: ([\w.]+)$", text, re.MULTILINE)
-    assert len(identifiers) == 7
+    assert len(identifiers) == 8
     for identifier in identifiers:
         module_name, _, attribute = identifier.rpartition(".")
         try:
@@ -90,3 +94,126 @@ def test_readme_example_names_are_real() -> None:
     readme = (ROOT / "README.md").read_text()
     for name in re.findall(r"examples/([\w]+\.py)", readme):
         assert (ROOT / "examples" / name).is_file(), name
+
+
+# --- The built site: formulas, highlighting and cross-references render, offline -------------
+
+REST_MARKUP = re.compile(r"\.\. math::|:(?:math|func|class|meth|mod|attr|data|exc):")
+MATHJAX = "assets/mathjax/tex-svg-full.js"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The documentation built as `make docs` builds it (`mkdocs build --strict`)."""
+    out = tmp_path_factory.mktemp("site")
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out
+
+
+def page_text(html: str) -> str:
+    """The text a reader sees: tags dropped, entities decoded."""
+    return unescape(re.sub(r"<[^>]+>", "", html))
+
+
+def built_pages(site: Path) -> list[Path]:
+    return sorted(path for path in site.rglob("*.html") if path.name != "404.html")
+
+
+def test_built_pages_show_no_rest_markup(site: Path) -> None:
+    for path in built_pages(site):
+        text = page_text(path.read_text())
+        rest = REST_MARKUP.findall(text)
+        assert not rest, f"{path.relative_to(site)} shows reST markup: {rest}"
+        unresolved = re.findall(r"\[[\w.]+\]\[captum_sscam[\w.]*\]", text)
+        assert not unresolved, f"{path.relative_to(site)}: {unresolved}"
+
+
+def test_api_page_marks_formulas_as_math(site: Path) -> None:
+    html = (site / "api" / "index.html").read_text()
+    formulas = re.findall(r'<span class="arithmatex">\\\((.*?)\\\)</span>', html)
+    assert r"100 \max(0, Y - O) / Y" in formulas  # average_drop
+    assert r"p = \lceil \text{step} \cdot HW \rceil" in formulas  # deletion_auc
+    # no dollar sign left over outside math and code (a formula arithmatex did not take)
+    prose = re.sub(r'<(code|pre|span class="arithmatex")[^>]*>.*?</\1>', "", html, flags=re.S)
+    prose = re.sub(r'<span class="arithmatex">.*?</span>', "", prose, flags=re.S)
+    assert "$" not in page_text(prose)
+    math_page = (site / "math" / "index.html").read_text()
+    assert len(re.findall(r'<div class="arithmatex">\\\[', math_page)) >= 4
+
+
+def test_api_page_links_resolve_and_returns_are_one_entry(site: Path) -> None:
+    html = (site / "api" / "index.html").read_text()
+    ids = set(re.findall(r'id="([^"]+)"', html))
+    links = re.findall(r'<a[^>]*href="#(captum_sscam[\w.]*)"', html)
+    assert "captum_sscam.metrics.deletion_auc" in links
+    assert set(links) <= ids
+    # a Returns section is one row, however many lines its description takes
+    for table in re.findall(r"Returns:</span></p>\s*<table>(.*?)</table>", html, re.S):
+        assert table.count("<tr") == 2, page_text(table)  # header + one row
+
+
+def test_site_serves_its_own_assets(site: Path) -> None:
+    script = site / MATHJAX
+    assert b'VERSION="3.2.2"' in script.read_bytes()  # MathJax 3.2.2, from django-static-mathjax
+    css = (site / "assets" / "pygments.css").read_text()
+    assert ".highlight .kn" in css  # Pygments' keyword class
+    for path in built_pages(site):
+        html = path.read_text()
+        sources = re.findall(r'<script[^>]*\ssrc="([^"]+)"', html)
+        sheets = re.findall(r'<link[^>]*\shref="([^"]+)"', html)
+        assert any(source.endswith(MATHJAX) for source in sources), path
+        for url in sources + sheets:
+            assert not re.match(r"(https?:)?//", url), f"{path.relative_to(site)} loads {url}"
+            assert (path.parent / url.split("#")[0]).resolve().is_file(), url
+        assert "hljs" not in html
+
+
+def test_code_is_highlighted_at_build_time(site: Path) -> None:
+    html = (site / "getting-started" / "index.html").read_text()
+    assert re.search(r'<div class="highlight"><pre>.*<span class="kn">import</span>', html, re.S)
+
+
+def test_formulas_render_in_chromium(site: Path) -> None:
+    with headless_chromium() as driver:
+        driver.get((site / "api" / "index.html").as_uri())
+        driver.set_script_timeout(60)
+        rendered = driver.execute_async_script(MATH_RENDERED)
+        remote = driver.execute_script(REMOTE_RESOURCES)
+        driver.execute_script(
+            "document.documentElement.style.scrollBehavior = 'auto';"
+            "document.getElementById('captum_sscam.metrics.deletion_auc').scrollIntoView();"
+        )
+        shot = screenshot(driver, "api-formulas.png")
+    assert remote == []
+    assert len(rendered) >= 10
+    for tex, width, height, error, visible_text in rendered:
+        assert width > 0 and height > 0, tex
+        assert not error, tex
+        assert "\\(" not in visible_text, tex
+    assert shot.stat().st_size > 10_000
+
+
+# Waits for MathJax's first typesetting, then measures each formula arithmatex marked.
+MATH_RENDERED = """
+const done = arguments[arguments.length - 1];
+if (!window.MathJax || !MathJax.startup) { done([]); return; }
+MathJax.startup.promise.then(() => done(
+  Array.from(document.querySelectorAll('.arithmatex')).map(element => {
+    const box = element.querySelector('mjx-container');
+    const rect = box ? box.getBoundingClientRect() : {width: 0, height: 0};
+    const error = !box || box.querySelector('[data-mjx-error], mjx-merror') !== null;
+    return [element.textContent.slice(0, 60), rect.width, rect.height, error, element.innerText];
+  })
+));
+"""
+REMOTE_RESOURCES = """
+return performance.getEntriesByType('resource').map(e => e.name)
+  .filter(name => !name.startsWith('file:'));
+"""

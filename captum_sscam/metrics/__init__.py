@@ -1,6 +1,6 @@
 """Faithfulness and localisation metrics of the Score-CAM and SS-CAM papers.
 
-Functional, in the style of :mod:`captum.metrics`: each takes the model, the
+Functional, in the style of `captum.metrics`: each takes the model, the
 inputs and the attributions of any method (layer maps at any resolution, or
 input attributions with channels) and returns one value per example.
 """

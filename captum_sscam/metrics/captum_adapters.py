@@ -1,26 +1,29 @@
-"""Captum's own metrics (``infidelity``, ``sensitivity_max``) with layer methods.
+"""Captum's own metrics (`captum.metrics.infidelity`, `captum.metrics.sensitivity_max`)
+with layer methods.
 
-Two pitfalls (SPEC.md section 3):
+Two pitfalls:
 
-* :func:`captum.metrics.infidelity` takes attributions shaped like the inputs;
-  a layer map ``(N, 1, h, w)`` must first be brought to the input's shape:
-  :func:`input_shaped`.
-* :func:`captum.metrics.sensitivity_max` iterates over the explanation as a
-  tuple; a method that returns a bare Tensor (Grad-CAM, Score-CAM) is iterated
-  over its batch rows, which fails for batch > 1 and is silently wrong for batch
-  1. :func:`tuple_explanation` wraps ``attribute`` to always return a tuple.
+* `infidelity` takes attributions shaped like the inputs; a layer map
+  ``(N, 1, h, w)`` must first be brought to the input's shape:
+  [input_shaped][captum_sscam.metrics.input_shaped].
+* `sensitivity_max` iterates over the explanation as a tuple; a method that
+  returns a bare Tensor (Grad-CAM, Score-CAM) is iterated over its batch rows,
+  which fails for batch > 1 and is silently wrong for batch 1.
+  [tuple_explanation][captum_sscam.metrics.tuple_explanation] wraps `attribute`
+  to always return a tuple.
 
-Recipe::
+Recipe:
 
-    from captum.attr import LayerGradCam
-    from captum.metrics import infidelity, sensitivity_max
-    from captum_sscam import ScoreCAM
-    from captum_sscam.metrics import input_shaped, tuple_explanation
+```python
+from captum.metrics import infidelity, sensitivity_max
+from captum_sscam import ScoreCAM
+from captum_sscam.metrics import input_shaped, tuple_explanation
 
-    method = ScoreCAM(model, layer)
-    maps = method.attribute(x, target=cls)
-    infid = infidelity(model, perturb_func, x, input_shaped(maps, x), target=cls)
-    sens = sensitivity_max(tuple_explanation(method.attribute), x, target=cls)
+method = ScoreCAM(model, layer)
+maps = method.attribute(x, target=cls)
+infid = infidelity(model, perturb_func, x, input_shaped(maps, x), target=cls)
+sens = sensitivity_max(tuple_explanation(method.attribute), x, target=cls)
+```
 """
 
 from __future__ import annotations
@@ -38,11 +41,11 @@ from captum_sscam.attr._masks import resize
 def input_shaped(
     attributions: Tensor | tuple[Tensor, ...], inputs: Tensor | tuple[Tensor, ...]
 ) -> tuple[Tensor, ...]:
-    """Layer maps brought to each input's shape, for :func:`captum.metrics.infidelity`.
+    """Layer maps brought to each input's shape, for `captum.metrics.infidelity`.
 
     Each ``(N, 1, h, w)`` map (one for all inputs, or one per input) is resized
     bilinearly to the input's spatial size with
-    :meth:`captum.attr.LayerAttribution.interpolate` and repeated over the
+    `captum.attr.LayerAttribution.interpolate` and repeated over the
     input's channels (every channel of a pixel gets the pixel's value).
     Attributions already shaped like the input pass through unchanged.
     """
@@ -72,7 +75,7 @@ def input_shaped(
 
 def tuple_explanation(attribute: Callable[..., Any]) -> Callable[..., tuple[Tensor, ...]]:
     """``attribute`` returning a tuple always: the ``explanation_func`` for
-    :func:`captum.metrics.sensitivity_max`."""
+    `captum.metrics.sensitivity_max`."""
 
     @functools.wraps(attribute)
     def explanation(*args: Any, **kwargs: Any) -> tuple[Tensor, ...]:

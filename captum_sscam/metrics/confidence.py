@@ -29,16 +29,16 @@ def average_drop(
     score: Score = "probability",
     max_examples_per_batch: int | None = None,
 ) -> Tensor:
-    r"""Per-example drop in confidence, in %: :math:`100 \max(0, Y - O) / Y`; lower is better.
+    r"""Per-example drop in confidence, in %: $100 \max(0, Y - O) / Y$; lower is better.
 
     Chattopadhyay et al., "Grad-CAM++", WACV 2018, section 5.1.1, restated in
-    Score-CAM (Wang et al., CVPR-W 2020) section 4.2. :math:`Y` is the class
-    score of the image, :math:`O` that of the image multiplied by its map,
+    Score-CAM (Wang et al., CVPR-W 2020) section 4.2. $Y$ is the class
+    score of the image, $O$ that of the image multiplied by its map,
     min-max normalised to [0, 1] per example (a constant map becomes all zeros).
     The mean over examples is the paper's Average Drop %.
 
-    Arguments as in :func:`~captum_sscam.metrics.deletion_auc`. Raises if a class
-    score :math:`Y` is not positive (the ratio is meaningless; use
+    Arguments as in [deletion_auc][captum_sscam.metrics.deletion_auc]. Raises if a class
+    score $Y$ is not positive (the ratio is meaningless; use
     ``score="probability"``).
     """
     original, explained = _scores(
@@ -62,10 +62,10 @@ def increase_in_confidence(
     score: Score = "probability",
     max_examples_per_batch: int | None = None,
 ) -> Tensor:
-    r"""Per example 100 if :math:`O > Y` else 0; higher is better.
+    r"""Per example 100 if $O > Y$ else 0; higher is better.
 
-    Same paper and quantities as :func:`average_drop`; the mean over examples is
-    the Increase in Confidence %.
+    Same paper and quantities as [average_drop][captum_sscam.metrics.average_drop]; the
+    mean over examples is the Increase in Confidence %.
     """
     original, explained = _scores(
         forward_func, inputs, attributions, target, additional_forward_args, score,

@@ -52,10 +52,10 @@ def deletion_auc(
     Models", BMVC 2018; Score-CAM (Wang et al., CVPR-W 2020) section 4.2.
 
     Pixels are ranked by decreasing saliency (ties by raster order); step
-    :math:`k` sets the first :math:`\min(k p, HW)` of them, in every channel, to
-    the substrate, where :math:`p = \lceil \text{step} \cdot HW \rceil`. With
-    :math:`s_k` the class score and :math:`x_k` the fraction of pixels deleted,
-    the result is the trapezoid rule :math:`\sum_k (x_{k+1} - x_k)(s_k + s_{k+1})/2`.
+    $k$ sets the first $\min(k p, HW)$ of them, in every channel, to
+    the substrate, where $p = \lceil \text{step} \cdot HW \rceil$. With
+    $s_k$ the class score and $x_k$ the fraction of pixels deleted,
+    the result is the trapezoid rule $\sum_k (x_{k+1} - x_k)(s_k + s_{k+1})/2$.
 
     Args:
         forward_func: the model, or any function of ``(inputs, *additional_forward_args)``.
@@ -73,7 +73,7 @@ def deletion_auc(
         score: ``"probability"`` (softmax over classes, default) or ``"logit"``.
         max_examples_per_batch: perturbed images per forward call; the steps of
             all examples are batched together. ``None``: all in one call.
-        return_curves: return :class:`Curves` instead of the ``(N,)`` areas.
+        return_curves: return [Curves][captum_sscam.metrics.Curves] instead of the ``(N,)`` areas.
     """
     return _area(
         forward_func, inputs, attributions, target, additional_forward_args, step,
@@ -95,11 +95,11 @@ def insertion_auc(
 ) -> Tensor | Curves:
     r"""Area under the insertion curve; higher is better.
 
-    The reverse of :func:`deletion_auc` (same paper, same arguments): start from
-    the substrate (default: the image blurred by a Gaussian, kernel 11, sigma 5,
-    as in RISE) and reveal the original pixels in order of decreasing saliency,
-    :math:`p = \lceil \text{step} \cdot HW \rceil` per step; the result is the
-    trapezoid-rule area under the class score over the fraction revealed.
+    The reverse of [deletion_auc][captum_sscam.metrics.deletion_auc] (same paper, same
+    arguments): start from the substrate (default: the image blurred by a Gaussian,
+    kernel 11, sigma 5, as in RISE) and reveal the original pixels in order of
+    decreasing saliency, $p = \lceil \text{step} \cdot HW \rceil$ per step; the
+    result is the trapezoid-rule area under the class score over the fraction revealed.
     """
     return _area(
         forward_func, inputs, attributions, target, additional_forward_args, step,

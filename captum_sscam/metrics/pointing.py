@@ -21,7 +21,7 @@ def energy_pointing_game(
     r"""Per-example share of the map's energy inside the object's boxes; higher is better.
 
     Score-CAM (Wang et al., CVPR-W 2020) section 4.3:
-    :math:`\sum_{(i,j) \in \text{bbox}} L_{ij} / \sum_{(i,j)} L_{ij}`, computed on
+    $\sum_{(i,j) \in \text{bbox}} L_{ij} / \sum_{(i,j)} L_{ij}$, computed on
     the positive part of the map (what Score-CAM and Grad-CAM produce after their
     ReLU; for signed maps such as IG's, the positive evidence). An all-zero map
     spreads no energy anywhere and scores as a uniform map would: the boxes'
@@ -29,7 +29,7 @@ def energy_pointing_game(
 
     Args:
         attributions: one map per example, shaped as for
-            :func:`~captum_sscam.metrics.deletion_auc`.
+            [deletion_auc][captum_sscam.metrics.deletion_auc].
         boxes: per example, one or more ``(x1, y1, x2, y2)`` boxes in input
             pixels (x right, y down, origin at the top-left corner of the image);
             a pixel belongs to the object when its centre lies in one of them. A
@@ -61,7 +61,7 @@ def pointing_game(
     that hit: the expected score of picking one at random (an all-zero map thus
     scores the tolerance-grown boxes' share of the image).
 
-    Arguments as in :func:`energy_pointing_game`.
+    Arguments as in [energy_pointing_game][captum_sscam.metrics.energy_pointing_game].
     """
     if tolerance < 0:
         raise ValueError(f"tolerance is a distance in pixels >= 0, got {tolerance!r}.")
