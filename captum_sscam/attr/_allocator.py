@@ -10,16 +10,21 @@ them back in, page by page, and the kernel zeroes each page: on a 2-core CPU,
 as much system time as the model's own computation. With both thresholds at
 1 GiB the freed blocks stay in the heap and the next batch reuses them.
 
-:func:`keep_freed_memory` sets the two thresholds once per process with
+`keep_freed_memory` sets the two thresholds once per process with
 ``mallopt``. It leaves the allocator alone where that is not glibc's (another
 C library, macOS, Windows, or jemalloc / tcmalloc loaded with ``LD_PRELOAD``),
 where the user tuned glibc's malloc through its environment variables, and
 where the user opted out: ``CAPTUM_SSCAM_MALLOC=default`` in the environment,
-or :func:`set_keep_freed_memory` with ``False`` in Python.
+or `set_keep_freed_memory` with ``False`` in Python.
 
-The cost is memory: freed blocks are held for the process's life (in the
-largest request size's multiples; see ``benchmarks/page_faults.py``), until
-:func:`release_freed_memory` hands them back.
+The cost is memory held between calls, not a higher peak: after a call the
+process keeps the call's peak resident (on Lite0 with batch 32, about 700 MB
+above the model, where glibc's defaults keep about 250 MB) until
+`release_freed_memory` hands it back (``malloc_trim``, about 0.2 s). One
+more cost, seen on glibc 2.36: its ``posix_memalign`` (PyTorch's CPU
+allocations) cannot reuse a freed block for a request of exactly its size, so
+a loop over one block size grows the heap by several such blocks before it
+reuses them.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ Mallopt = Callable[[int, int], int]
 
 @dataclass(frozen=True)
 class MallocSetting:
-    """What :func:`keep_freed_memory` did.
+    """What `keep_freed_memory` did.
 
     Attributes:
         applied: whether this process's malloc now keeps freed blocks.
@@ -97,12 +102,14 @@ def keep_freed_memory() -> MallocSetting:
 
 
 def set_keep_freed_memory(enabled: bool) -> MallocSetting:
-    """The Python-level switch for :func:`keep_freed_memory` (on unless switched off).
+    """The Python-level switch for `keep_freed_memory` (on unless switched off).
 
     ``False``: no later call changes the allocator, and if it was changed, the
     thresholds go back to glibc's documented defaults (128 KiB; glibc's raising
     of the mmap threshold on the fly stays off) and the kept memory is handed
-    back to the kernel. ``True``: decide again, as on a first call.
+    back to the kernel (the heap's free space stays reserved: later requests
+    that fit in it are served from it). ``True``: decide again, as on a first
+    call.
     """
     global _setting, _switched_off
     if not isinstance(enabled, bool):

@@ -115,7 +115,7 @@ def describe_cpu(info: CpuInfo, threads: int) -> str:
 
 
 def cpu_description() -> str:
-    """This CPU as :func:`describe_cpu` writes it, e.g.
+    """This CPU as `describe_cpu` writes it, e.g.
 
     ``AMD EPYC (amx_bf16: no, avx512_bf16: yes), torch threads: 2``.
     """
