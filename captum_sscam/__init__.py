@@ -13,6 +13,8 @@ from captum_sscam.attr import (
     ScoreCAM,
     SmoothedScoreCAM,
     channels_last_reshape_transform,
+    release_freed_memory,
+    set_keep_freed_memory,
     vit_reshape_transform,
 )
 
@@ -26,5 +28,7 @@ __all__ = [
     "SmoothedScoreCAM",
     "__version__",
     "channels_last_reshape_transform",
+    "release_freed_memory",
+    "set_keep_freed_memory",
     "vit_reshape_transform",
 ]

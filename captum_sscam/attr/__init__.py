@@ -1,5 +1,6 @@
 """The library's attribution methods: Score-CAM and SS-CAM as Captum layer attributions."""
 
+from captum_sscam.attr._allocator import release_freed_memory, set_keep_freed_memory
 from captum_sscam.attr._options import SCORE_MODES
 from captum_sscam.attr._perturb import NOISE_PLACEMENTS
 from captum_sscam.attr.integrated_score_cam import IntegratedScoreCAM
@@ -17,5 +18,7 @@ __all__ = [
     "ScoreCAM",
     "SmoothedScoreCAM",
     "channels_last_reshape_transform",
+    "release_freed_memory",
+    "set_keep_freed_memory",
     "vit_reshape_transform",
 ]

@@ -8,16 +8,20 @@ setting once, here, with an error that says what is expected.
 from __future__ import annotations
 
 import numbers
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+
+from captum_sscam.attr._hardware import cpu_description, fastest_autocast_dtype
 
 ScoreMode = Literal["probability", "channel_softmax"]
 SCORE_MODES: tuple[str, ...] = ("probability", "channel_softmax")
 ChannelCriterion = Literal["variance", "energy"]
 CHANNEL_CRITERIA: tuple[str, ...] = ("variance", "energy")
 AUTOCAST_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float16)
+_NOTED_FP32: set[str] = set()  # device types told once that "auto" means fp32 there
 
 
 def check_positive_int(name: str, value: Any) -> int:
@@ -51,7 +55,7 @@ class ScoreCAMOptions:
     attribute_to_layer_input: bool = False
     perturbations_per_eval: int | None = None
     show_progress: bool | None = None
-    autocast_dtype: torch.dtype | None = None
+    autocast_dtype: torch.dtype | str | None = None
     channels_last: bool | None = None
     top_k_channels: int | None = None
     channel_criterion: str = "variance"
@@ -63,15 +67,33 @@ class ScoreCAMOptions:
         if self.perturbations_per_eval is not None:
             check_positive_int("perturbations_per_eval", self.perturbations_per_eval)
         check_flag("show_progress", self.show_progress, allow_none=True)
-        if self.autocast_dtype is not None and self.autocast_dtype not in AUTOCAST_DTYPES:
+        if self.autocast_dtype is not None and not (
+            self.autocast_dtype == "auto" or self.autocast_dtype in AUTOCAST_DTYPES
+        ):
             raise ValueError(
-                "autocast_dtype must be None, torch.bfloat16 or torch.float16, got "
+                'autocast_dtype must be None, "auto", torch.bfloat16 or torch.float16, got '
                 f"{self.autocast_dtype!r}."
             )
         check_flag("channels_last", self.channels_last, allow_none=True)
         if self.top_k_channels is not None:
             check_positive_int("top_k_channels", self.top_k_channels)
         check_choice("channel_criterion", self.channel_criterion, CHANNEL_CRITERIA)
+
+    def autocast_on(self, device: torch.device) -> torch.dtype | None:
+        """The autocast dtype for ``device``: ``"auto"`` resolved to the hardware's fastest."""
+        if self.autocast_dtype != "auto":
+            return self.autocast_dtype  # type: ignore[return-value]
+        dtype = fastest_autocast_dtype(device)
+        if dtype is None and device.type not in _NOTED_FP32:
+            _NOTED_FP32.add(device.type)
+            warnings.warn(
+                f'autocast_dtype="auto": no reduced precision is faster than fp32 on this '
+                f"{device.type} ({cpu_description() if device.type == 'cpu' else device}), "
+                "so the masked forwards run in fp32.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return dtype
 
     @property
     def score_kind(self) -> str:

@@ -60,7 +60,7 @@ class IntegratedScoreCAM(ScoreCAM):
         perturbations_per_eval: int | None = None,
         show_progress: bool | None = None,
         n_steps: int = 10,
-        autocast_dtype: torch.dtype | None = None,
+        autocast_dtype: torch.dtype | str | None = None,
         channels_last: bool | None = None,
         top_k_channels: int | None = None,
         channel_criterion: ChannelCriterion = "variance",

@@ -13,6 +13,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from captum_sscam.attr._allocation import Sampling
+from captum_sscam.attr._allocator import keep_freed_memory
 from captum_sscam.attr._batch_size import default_batch_size, run_measuring_peak
 from captum_sscam.attr._checks import check_baselines, check_inputs
 from captum_sscam.attr._engine import (
@@ -120,7 +121,7 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
         score_mode: ScoreMode = "probability",
         perturbations_per_eval: int | None = None,
         show_progress: bool | None = None,
-        autocast_dtype: torch.dtype | None = None,
+        autocast_dtype: torch.dtype | str | None = None,
         channels_last: bool | None = None,
         top_k_channels: int | None = None,
         channel_criterion: ChannelCriterion = "variance",
@@ -156,8 +157,12 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
                 passes, ``False`` never; ``None`` (default) shows one when the
                 call makes more than 1,000 of them.
             autocast_dtype: ``torch.bfloat16`` or ``torch.float16`` to run the
-                masked forwards under ``torch.autocast`` (mixed precision), or
-                ``None`` (default) for full precision.
+                masked forwards under ``torch.autocast`` (mixed precision);
+                ``"auto"`` for the hardware's fastest: bf16 on CPUs with bf16 units
+                (AMX or AVX512-BF16, read from the CPU) and on CUDA devices that
+                support it, fp16 on older CUDA devices, fp32 (with a one-time note)
+                elsewhere; ``None`` (default) for full precision. Reduced precision
+                changes the map by more than rounding (see the performance page).
             channels_last: ``True`` passes 4-D masked inputs in channels-last
                 memory format, ``False`` as they are. ``None`` (default) times the
                 first full batches of the call in both formats and keeps the
@@ -204,6 +209,7 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
         ``sampling`` says how many per channel (one by default); with
         ``return_error`` the result is ``(maps, standard_errors)``.
         """
+        keep_freed_memory()
         formatted_inputs = check_inputs(inputs)
         formatted_baselines = check_baselines(baselines, formatted_inputs)
         forward_args = _format_additional_forward_args(additional_forward_args)
@@ -225,12 +231,13 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
             batch_size = options.perturbations_per_eval or _default_batch(
                 formatted_inputs, device, forward_peak
             )
+            autocast_dtype = options.autocast_on(device)
             scorer = BatchScorer(
                 self.forward_func,
                 forward_args,
                 options.score_kind,
                 batch_size,
-                options.autocast_dtype,
+                autocast_dtype,
                 options.channels_last if _any_image(formatted_inputs) else False,
                 MemoryFormatCalibration(
                     self._memory_formats,
@@ -238,7 +245,7 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
                         device,
                         tuple(tuple(x.shape[1:]) for x in formatted_inputs),
                         batch_size,
-                        options.autocast_dtype,
+                        autocast_dtype,
                     ),
                 ),
             )

@@ -95,7 +95,7 @@ class SmoothedScoreCAM(ScoreCAM):
         noise_on: NoisePlacement = "mask",
         generator: torch.Generator | None = None,
         noise_sampling: NoiseSampling = "iid",
-        autocast_dtype: torch.dtype | None = None,
+        autocast_dtype: torch.dtype | str | None = None,
         channels_last: bool | None = None,
         top_k_channels: int | None = None,
         channel_criterion: ChannelCriterion = "variance",

@@ -17,6 +17,7 @@ from captum._utils.common import _format_additional_forward_args, _run_forward
 from captum._utils.typing import TargetType
 from torch import Tensor
 
+from captum_sscam.attr._allocator import keep_freed_memory
 from captum_sscam.attr._engine import (
     SCORE_KINDS,
     BatchScorer,
@@ -94,6 +95,7 @@ def class_scores(
     ``targets`` are the flat ``(N, 1)`` indices of :func:`resolve_target`.
     Returns ``(M,)`` floats.
     """
+    keep_freed_memory()
     scorer = BatchScorer(
         forward_func,
         _format_additional_forward_args(additional_forward_args),
