@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from captum_sscam.cli import build_parser
+from captum_sscam.apps.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
