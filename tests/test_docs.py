@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from captum_sscam.cli import build_parser
+from captum_sscam.apps.cli import build_parser
 from tests.browser import headless_chromium, screenshot
 
 ROOT = Path(__file__).resolve().parent.parent
