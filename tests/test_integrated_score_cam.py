@@ -1,16 +1,15 @@
 """IntegratedScoreCAM (IS-CAM): its coefficients, Score-CAM at one step, the reference loop
-with scaled masks, and torchcam 0.5.0's ISCAM."""
+with scaled masks (torchcam parity: test_peers.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from torchcam import methods as torchcam_methods
 
 from captum_sscam import IntegratedScoreCAM, ScoreCAM
 from captum_sscam.attr._perturb import integration_coefficients
 from tests.reference import reference_score_cam
-from tests.tiny_models import SameResolution, SmallCNN
+from tests.tiny_models import SmallCNN
 
 
 def test_coefficients_are_cumulative_as_in_algorithm_1() -> None:
@@ -62,25 +61,6 @@ def test_matches_reference_loop_with_scaled_masks(score_mode: str, with_baseline
         x, target=[0, 3], baselines=baseline, score_mode=score_mode
     )
     assert (ours - score_cam).abs().max() > 1e-4  # the integration changed the maps
-
-
-def test_equals_torchcam_iscam_without_upsampling() -> None:
-    # torchcam's ISCAM uses logits and a softmax over channels (channel_softmax mode) and
-    # normalises before upsampling; at the layer's own resolution both orders coincide.
-    model = SameResolution().eval()
-    x = torch.randn(2, 3, 6, 6)
-    classes, steps = [1, 3], 6
-    ours = IntegratedScoreCAM(model, model.layer).attribute(
-        x, target=classes, score_mode="channel_softmax", n_steps=steps
-    )
-    with torchcam_methods.ISCAM(
-        model, target_layer=model.layer, input_shape=(3, 6, 6), num_samples=steps
-    ) as extractor:
-        with torch.no_grad():
-            model(x)
-        theirs = extractor(class_idx=classes, normalized=False)[0].unsqueeze(1)
-    assert ours.abs().max() > 0
-    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("n_steps", [0, -1, 2.5, True])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torchcam import methods as torchcam_methods
 
-from captum_sscam import ScoreCAM, SmoothedScoreCAM
+from captum_sscam import IntegratedScoreCAM, ScoreCAM, SmoothedScoreCAM
 from tests.reference import replayed_noise
 from tests.tiny_models import SameResolution, SmallCNN
 
@@ -105,3 +105,22 @@ def test_sscam_equals_torchcam_sscam_with_the_same_noise() -> None:
     exact = ScoreCAM(model, model.layer).attribute(x, target=classes, score_mode="channel_softmax")
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
     assert (ours - exact).abs().max() > 1e-3  # the noise changed the maps
+
+
+def test_equals_torchcam_iscam_without_upsampling() -> None:
+    # torchcam's ISCAM uses logits and a softmax over channels (channel_softmax mode) and
+    # normalises before upsampling; at the layer's own resolution both orders coincide.
+    model = SameResolution().eval()
+    x = torch.randn(2, 3, 6, 6)
+    classes, steps = [1, 3], 6
+    ours = IntegratedScoreCAM(model, model.layer).attribute(
+        x, target=classes, score_mode="channel_softmax", n_steps=steps
+    )
+    with torchcam_methods.ISCAM(
+        model, target_layer=model.layer, input_shape=(3, 6, 6), num_samples=steps
+    ) as extractor:
+        with torch.no_grad():
+            model(x)
+        theirs = extractor(class_idx=classes, normalized=False)[0].unsqueeze(1)
+    assert ours.abs().max() > 0
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
