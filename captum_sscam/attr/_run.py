@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -47,9 +47,10 @@ class LayerRun:
     perturbation: Perturbation
     sampling: Sampling
     method_name: str
+    return_error: bool = False
 
-    def maps(self, activation: Tensor) -> tuple[Tensor, Tensor]:
-        """``(N, T, *spatial)`` maps of one layer tensor and their standard errors."""
+    def maps(self, activation: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(N, T, *spatial)`` maps of one layer tensor and (if asked) their standard errors."""
         sizes = [tuple(x.shape[2:]) for x in self.inputs]
         active = varying_channels(activation, sizes)
         if not bool(active.any(dim=1).all()):
@@ -72,7 +73,7 @@ class LayerRun:
                 estimates, variances = work.adaptive(progress)
             else:
                 estimates, variances = work.uniform(progress)
-        maps, errors = work.map_and_error(estimates.means, variances)
+        maps, errors = work.map_and_error(estimates.means, variances, self.return_error)
         if self.options.relu_attributions:
             maps = torch.relu(maps)
         return maps, errors
@@ -149,23 +150,31 @@ class _PairWork:
                 break
         return estimates, error_variances
 
-    def map_and_error(self, means: Tensor, variances: Tensor) -> tuple[Tensor, Tensor]:
-        """Maps before the ReLU ``(N, T, *spatial)`` and their standard errors."""
+    def map_and_error(
+        self, means: Tensor, variances: Tensor, with_error: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """Maps before the ReLU ``(N, T, *spatial)`` and (``with_error``) their standard errors."""
         scores = self._dense(means)
-        variance = self._dense(variances)
         activation = self.activation.to(torch.float64)
+        dtype = self.activation.dtype
         if self.run.options.score_mode == "channel_softmax":
             weights = scores.masked_fill(~self.active.unsqueeze(2), float("-inf")).softmax(1)
             weights = weights.nan_to_num(0.0)
             maps = torch.einsum("nkt,nk...->nt...", weights, activation)
+            if not with_error:
+                return maps.to(dtype), None
+            variance = self._dense(variances)
             slopes = weights.view(*weights.shape, *([1] * (activation.dim() - 2))) * (
                 activation.unsqueeze(2) - maps.unsqueeze(1)
             )  # (N, K, T, *spatial): dL_t / da_k
             error = torch.einsum("nkt,nkt...->nt...", variance, slopes.square())
         else:
             maps = torch.einsum("nkt,nk...->nt...", scores, activation)
-            error = torch.einsum("nkt,nk...->nt...", variance, activation.square())
-        dtype = self.activation.dtype
+            if not with_error:
+                return maps.to(dtype), None
+            error = torch.einsum(
+                "nkt,nk...->nt...", self._dense(variances), activation.square()
+            )
         return maps.to(dtype), error.clamp(min=0).sqrt().to(dtype)
 
     def _gains(self, means: Tensor) -> Tensor:
@@ -187,7 +196,8 @@ class _PairWork:
         if target_error is None:
             return False
         maps, errors = self.map_and_error(means, variances)
-        ratio = errors.flatten(2).norm(dim=2) / maps.flatten(2).norm(dim=2).clamp(min=1e-30)
+        error_norms = cast(Tensor, errors).flatten(2).norm(dim=2)
+        ratio = error_norms / maps.flatten(2).norm(dim=2).clamp(min=1e-30)
         return bool((ratio <= target_error).all())  # one host sync per round
 
     def _rounds(self) -> tuple[float, ...]:

@@ -258,6 +258,7 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
                 perturbation or Perturbation(),
                 sampling or Sampling(),
                 self.get_name(),
+                return_error,
             )
             results = [
                 run.maps(layer_maps(activation, formatted_inputs, self.reshape_transform))
@@ -266,7 +267,9 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
         maps = _format_output(len(results) > 1, tuple(m.to(device) for m, _ in results))
         if not return_error:
             return maps
-        errors = _format_output(len(results) > 1, tuple(e.to(device) for _, e in results))
+        errors = _format_output(
+            len(results) > 1, tuple(e.to(device) for _, e in results if e is not None)
+        )
         return maps, errors
 
 
