@@ -16,11 +16,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from captum.attr import LayerAttribution
 from captum.attr import visualization as viz
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
+
+from captum_sscam.attr._masks import resize
 
 ZERO_MAP_NOTE = "map is all zero"
 COLORBAR_LABELS_INCHES = 0.2
@@ -42,7 +43,7 @@ def upsample_map(attribution: Tensor, size: tuple[int, int]) -> Tensor:
         )
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
-    return LayerAttribution.interpolate(maps.float(), tuple(size), interpolate_mode="bilinear")
+    return resize(maps.float(), size)
 
 
 def image_to_hwc(image: Tensor | np.ndarray) -> np.ndarray:
