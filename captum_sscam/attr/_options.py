@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import torch
@@ -78,6 +79,11 @@ class ScoreCAMOptions:
         if self.top_k_channels is not None:
             check_positive_int("top_k_channels", self.top_k_channels)
         check_choice("channel_criterion", self.channel_criterion, CHANNEL_CRITERIA)
+
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any]) -> ScoreCAMOptions:
+        """The options among an ``attribute`` call's arguments (``locals()``), validated."""
+        return cls(**{option.name: arguments[option.name] for option in fields(cls)})
 
     def autocast_on(self, device: torch.device) -> torch.dtype | None:
         """The autocast dtype for ``device``: ``"auto"`` resolved to the hardware's fastest."""

@@ -77,17 +77,7 @@ class IntegratedScoreCAM(ScoreCAM):
             with several output tensors), detached, on the inputs' device.
         """
         steps = check_positive_int("n_steps", n_steps)
-        options = ScoreCAMOptions(
-            score_mode=score_mode,
-            relu_attributions=relu_attributions,
-            attribute_to_layer_input=attribute_to_layer_input,
-            perturbations_per_eval=perturbations_per_eval,
-            show_progress=show_progress,
-            autocast_dtype=autocast_dtype,
-            channels_last=channels_last,
-            top_k_channels=top_k_channels,
-            channel_criterion=channel_criterion,
-        )
+        options = ScoreCAMOptions.from_arguments(locals())
         scaling = MaskScaling(integration_coefficients(steps))
         return self._attribute(
             inputs, target, additional_forward_args, baselines, options, scaling, Sampling(steps)

@@ -180,17 +180,7 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
             an ``(N, T)`` target), detached, on the inputs' device; a tuple of
             maps if the layer returns several tensors.
         """
-        options = ScoreCAMOptions(
-            score_mode=score_mode,
-            relu_attributions=relu_attributions,
-            attribute_to_layer_input=attribute_to_layer_input,
-            perturbations_per_eval=perturbations_per_eval,
-            show_progress=show_progress,
-            autocast_dtype=autocast_dtype,
-            channels_last=channels_last,
-            top_k_channels=top_k_channels,
-            channel_criterion=channel_criterion,
-        )
+        options = ScoreCAMOptions.from_arguments(locals())
         return self._attribute(inputs, target, additional_forward_args, baselines, options)
 
     def _attribute(

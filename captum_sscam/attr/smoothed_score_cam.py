@@ -169,17 +169,7 @@ class SmoothedScoreCAM(ScoreCAM):
                     "of masked inputs per forward; give only one of them."
                 )
             perturbations_per_eval = nt_samples_batch_size
-        options = ScoreCAMOptions(
-            score_mode=score_mode,
-            relu_attributions=relu_attributions,
-            attribute_to_layer_input=attribute_to_layer_input,
-            perturbations_per_eval=perturbations_per_eval,
-            show_progress=show_progress,
-            autocast_dtype=autocast_dtype,
-            channels_last=channels_last,
-            top_k_channels=top_k_channels,
-            channel_criterion=channel_criterion,
-        )
+        options = ScoreCAMOptions.from_arguments(locals())
         sampling = _sampling(samples, sample_allocation, antithetic, target_error, return_error)
         num_inputs = len(inputs) if isinstance(inputs, tuple) else 1
         noise = GaussianNoise(
