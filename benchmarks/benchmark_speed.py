@@ -40,8 +40,8 @@ import torch
 from torch import Tensor, nn
 
 from captum_sscam import ScoreCAM, SmoothedScoreCAM
+from captum_sscam.apps.data import photo_tensor, quokka, resize_photo, skimage_photos
 from captum_sscam.attr._masks import varying_channels
-from captum_sscam.data import photo_tensor, quokka, resize_photo, skimage_photos
 from captum_sscam.metrics import deletion_auc, insertion_auc
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -141,7 +141,11 @@ def timing_setting(model_name: str, size: int) -> tuple[nn.Module, nn.Module, Te
     """The model, its layer, one photo (coffee) and a title for the timing part."""
     photo = resize_photo(skimage_photos()[0], size)
     if model_name == "lite0":
-        from captum_sscam.models import efficientnet_lite0, lite0_preprocess, lite0_target_layer
+        from captum_sscam.apps.models import (
+            efficientnet_lite0,
+            lite0_preprocess,
+            lite0_target_layer,
+        )
 
         model = efficientnet_lite0()
         title = f"EfficientNet-Lite0 (pretrained), {size} px, head activation"
@@ -303,7 +307,7 @@ def correlation(a: Tensor, b: Tensor) -> float:
 def faithfulness(
     samples: int, photo_names: list[str], top_ks: list[int], precision_channels: int
 ) -> None:
-    from captum_sscam.models import efficientnet_lite0, lite0_preprocess, lite0_target_layer
+    from captum_sscam.apps.models import efficientnet_lite0, lite0_preprocess, lite0_target_layer
 
     model = efficientnet_lite0()
     layer = lite0_target_layer(model)
@@ -377,7 +381,7 @@ def faithfulness(
 
 def noise_variance(photo_name: str, channels: int, reference_samples: int, seeds: int) -> None:
     """Relative map error against a large-N reference at equal forward budget."""
-    from captum_sscam.models import efficientnet_lite0, lite0_preprocess, lite0_target_layer
+    from captum_sscam.apps.models import efficientnet_lite0, lite0_preprocess, lite0_target_layer
 
     model = efficientnet_lite0()
     sscam = SmoothedScoreCAM(model, lite0_target_layer(model))

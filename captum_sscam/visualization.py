@@ -16,13 +16,17 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from captum.attr import LayerAttribution
 from captum.attr import visualization as viz
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from captum_sscam.attr._masks import resize
+
 ZERO_MAP_NOTE = "map is all zero"
+COLORBAR_LABELS_INCHES = 0.2
+"""Room left under a new figure's picture (half of it at each side) for the colour
+bar's tick labels."""
 
 
 def upsample_map(attribution: Tensor, size: tuple[int, int]) -> Tensor:
@@ -39,7 +43,7 @@ def upsample_map(attribution: Tensor, size: tuple[int, int]) -> Tensor:
         )
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
-    return LayerAttribution.interpolate(maps.float(), tuple(size), interpolate_mode="bilinear")
+    return resize(maps.float(), size)
 
 
 def image_to_hwc(image: Tensor | np.ndarray) -> np.ndarray:
@@ -74,6 +78,34 @@ def map_to_hwc(attribution: Tensor, size: tuple[int, int]) -> np.ndarray:
     return maps[0].permute(1, 2, 0).cpu().numpy().astype(np.float64)
 
 
+def as_image_attr(
+    attribution: Tensor, index: int = 0, size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """One example's map, as returned, in the form ``visualize_image_attr`` takes.
+
+    Captum's `captum.attr.visualization.visualize_image_attr` wants an
+    ``(H, W, C)`` numpy array and rejects the ``(N, 1, H, W)`` tensor that a
+    layer method (or `captum.attr.LayerAttribution.interpolate`) returns.
+    This is ``attribution[index].permute(1, 2, 0).detach().cpu().numpy()``, after
+    upsampling to ``size`` when given.
+
+    Args:
+        attribution: ``(N, C, h, w)`` maps as returned (``(C, h, w)`` and
+            ``(h, w)`` are taken as one example).
+        index: which example of the batch.
+        size: ``(H, W)`` to upsample to (bilinear); ``None``: the map's own size.
+
+    Returns:
+        A float64 ``(H, W, C)`` array.
+    """
+    maps = attribution.detach()
+    while maps.dim() < 4:
+        maps = maps.unsqueeze(0)
+    if not 0 <= index < maps.shape[0]:
+        raise IndexError(f"index {index} is out of range for a batch of {maps.shape[0]} maps.")
+    return map_to_hwc(maps[index : index + 1], tuple(size or maps.shape[-2:]))
+
+
 def overlay(
     attribution: Tensor,
     image: Tensor | np.ndarray,
@@ -84,6 +116,7 @@ def overlay(
     alpha_overlay: float = 0.5,
     outlier_perc: float = 1,
     title: str | None = None,
+    show_colorbar: bool = False,
     plt_fig_axis: tuple[Figure, Axes] | None = None,
     fig_size: tuple[float, float] = (4, 4),
 ) -> tuple[Figure, Axes]:
@@ -100,6 +133,9 @@ def overlay(
         alpha_overlay: the heat map's opacity over the image.
         outlier_perc: the top percentage of values clipped before normalising.
         title: the axes' title.
+        show_colorbar: draw Captum's colour bar under the picture (0 to 1: the
+            map's positive part divided by its top value after clipping); a new
+            figure keeps room around it for the labels.
         plt_fig_axis: draw into this figure and axes; by default a new figure
             whose single axes fills it (so the saved PNG is the picture alone
             when there is no title).
@@ -114,13 +150,16 @@ def overlay(
     hwc_map = map_to_hwc(attribution, hwc_image.shape[:2])
     if plt_fig_axis is None:
         figure = Figure(figsize=fig_size)
-        axes = figure.add_axes((0.0, 0.0, 1.0, 0.9 if title else 1.0))
+        side = COLORBAR_LABELS_INCHES / 2 / fig_size[0] if show_colorbar else 0.0
+        bottom = COLORBAR_LABELS_INCHES / fig_size[1] if show_colorbar else 0.0
+        top = 0.9 if title else 1.0
+        axes = figure.add_axes((side, bottom, 1.0 - 2 * side, top - bottom))
         axes.set_axis_off()
         plt_fig_axis = (figure, axes)
     if not np.any(hwc_map):
         title = f"{title} ({ZERO_MAP_NOTE})" if title else ZERO_MAP_NOTE
         method, hwc_map = "original_image", np.ones_like(hwc_map)
-    return viz.visualize_image_attr(
+    drawn = viz.visualize_image_attr(
         hwc_map,
         hwc_image,
         method=method,
@@ -129,9 +168,13 @@ def overlay(
         outlier_perc=outlier_perc,
         cmap=cmap,
         alpha_overlay=alpha_overlay,
+        show_colorbar=show_colorbar,
         title=title,
         use_pyplot=False,
     )
+    if show_colorbar:
+        plt_fig_axis[0].axes[-1].tick_params(labelsize=7)
+    return drawn
 
 
 def method_grid(
@@ -201,4 +244,12 @@ def cell_title(method: str, metrics: Mapping[str, Sequence[float]], index: int) 
     return f"{method}\n{values}" if values else method
 
 
-__all__ = ["cell_title", "image_to_hwc", "map_to_hwc", "method_grid", "overlay", "upsample_map"]
+__all__ = [
+    "as_image_attr",
+    "cell_title",
+    "image_to_hwc",
+    "map_to_hwc",
+    "method_grid",
+    "overlay",
+    "upsample_map",
+]

@@ -10,8 +10,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from captum_sscam.cli import add_model_arguments, bundled_photos, model_and_layer
-from captum_sscam.report import attribution_methods, class_name, compare
+from captum_sscam.apps import (
+    COMPARED,
+    Options,
+    add_model_arguments,
+    bundled_photos,
+    class_name,
+    compare,
+    explain_functions,
+    model_and_layer,
+)
 from captum_sscam.visualization import method_grid
 
 
@@ -27,9 +35,8 @@ def main() -> None:
     loaded, layer = model_and_layer(args)
     photos = bundled_photos(loaded.input_size, args.photos.split(","))
 
-    methods = attribution_methods(
-        loaded.model, layer, nt_samples=args.nt_samples, ig_steps=args.ig_steps
-    )
+    options = Options(nt_samples=args.nt_samples, ig_steps=args.ig_steps)
+    methods = explain_functions(COMPARED, loaded.model, layer, options, loaded.reshape_transform)
     comparison = compare(
         loaded.model, photos, loaded.preprocess, methods, class_names=loaded.class_names
     )

@@ -1,10 +1,12 @@
-"""How faithful are the maps? Captum's infidelity, and the papers' metrics when installed.
+"""How faithful are the maps? Captum's infidelity and the papers' metrics.
 
     python examples/evaluate_faithfulness.py --photos quokka,coffee --nt-samples 4
 
-Captum's `infidelity` needs input-shaped attributions: `captum_sscam.insights.input_shaped`
-upsamples each map and spreads it over the channels. Deletion/insertion AUC, Average Drop
-and Increase in Confidence come from `captum_sscam.metrics` when that module is installed.
+Captum's `infidelity` needs attributions shaped like the inputs: `captum_sscam.metrics.input_shaped`
+upsamples each map and repeats it over the colour channels, so that a perturbation's dot
+product with the attribution counts every channel of a pixel at the pixel's value.
+Deletion/insertion AUC, Average Drop and Increase in Confidence come from
+`captum_sscam.metrics` (through `captum_sscam.apps.metric_values`).
 """
 
 from __future__ import annotations
@@ -13,10 +15,33 @@ import argparse
 
 import torch
 from captum.metrics import infidelity
+from torch import Tensor
 
-from captum_sscam.cli import add_model_arguments, bundled_photos, model_and_layer
-from captum_sscam.insights import input_shaped
-from captum_sscam.report import attribution_methods, mean, metric_values, metrics_module
+from captum_sscam.apps import (
+    COMPARED,
+    Options,
+    add_model_arguments,
+    bundled_photos,
+    explain_functions,
+    metric_values,
+    model_and_layer,
+)
+from captum_sscam.apps.report import mean
+from captum_sscam.metrics import input_shaped
+
+
+def perturb(inputs: Tensor) -> tuple[Tensor, Tensor]:
+    """Gaussian noise of standard deviation 0.1: (the perturbation I, the input x - I)."""
+    noise = torch.randn_like(inputs) * 0.1
+    return noise, inputs - noise
+
+
+def captum_infidelity(
+    model: torch.nn.Module, x: Tensor, maps: Tensor, target: Tensor, perturbations: int
+) -> Tensor:
+    """Captum's infidelity of layer maps ``(N, 1, h, w)``, brought to the input's shape."""
+    (shaped,) = input_shaped(maps, x)
+    return infidelity(model, perturb, x, shaped, target=target, n_perturb_samples=perturbations)
 
 
 def main() -> None:
@@ -34,37 +59,23 @@ def main() -> None:
     with torch.no_grad():
         target = model(x).argmax(dim=1)
 
-    def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        noise = torch.randn_like(inputs) * 0.1
-        return noise, inputs - noise
-
-    metrics = metrics_module()
-    if metrics is None:
-        print("captum_sscam.metrics is not installed: showing Captum's infidelity only.")
-    methods = attribution_methods(model, layer, nt_samples=args.nt_samples, ig_steps=16)
+    options = Options(nt_samples=args.nt_samples, ig_steps=16)
+    methods = explain_functions(
+        COMPARED, model, layer, options, reshape_transform=loaded.reshape_transform
+    )
     rows = []
     for name, method in methods.items():
         maps = method(x, target)
         torch.manual_seed(0)
-        values = {
-            "infidelity": infidelity(
-                model,
-                perturb,
-                x,
-                input_shaped(maps, x),
-                target=target,
-                n_perturb_samples=args.perturbations,
-            ).tolist()
-        }
-        if metrics is not None:
-            boxes = [photo.boxes for photo in photos]
-            values.update(metric_values(model, x, maps, target, boxes, metrics))
+        infid = captum_infidelity(model, x, maps, target, args.perturbations)
+        values = {"infidelity": infid.tolist()}
+        values.update(metric_values(model, x, maps, target, [p.boxes for p in photos]).values)
         rows.append((name, {metric: mean(v) for metric, v in values.items()}))
 
     columns = list(rows[0][1])
-    print(f"{'method':<22}" + "".join(f"{c:>24}" for c in columns))
+    print(f"{'method':<22}" + "".join(f"{c:>16}" for c in columns))
     for name, values in rows:
-        print(f"{name:<22}" + "".join(f"{values[c]:>24.4g}" for c in columns))
+        print(f"{name:<22}" + "".join(f"{values[c]:>16.4g}" for c in columns))
     print(f"(means over {len(photos)} photo(s); lower infidelity is better)")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from captum_sscam import ScoreCAM, SmoothedScoreCAM
-from captum_sscam.cli import add_model_arguments, bundled_photos, load_images, model_and_layer
+from captum_sscam.apps import add_model_arguments, bundled_photos, load_images, model_and_layer
 from captum_sscam.visualization import overlay
 
 
@@ -28,8 +28,10 @@ def main() -> None:
 
     loaded, layer = model_and_layer(args)
     model = loaded.model
-    if args.image:
-        (photo,) = load_images([args.image], loaded.input_size)
+    if args.image:  # what the model sees: short side resized, centre crop
+        (photo,), notes = load_images([args.image], loaded.input_size)
+        for note in notes:
+            print(f"note: {note}")
     else:
         (photo,) = bundled_photos(loaded.input_size, ["chelsea"])
     x = loaded.preprocess(torch.from_numpy(photo.image.copy())[None])
@@ -39,10 +41,13 @@ def main() -> None:
     target = int(probabilities.argmax())
     name = loaded.class_names[target] if loaded.class_names else f"class {target}"
 
+    transform = loaded.reshape_transform  # None for CNNs; tokens -> maps for ViT, Swin
     if args.method == "score-cam":
-        cam = ScoreCAM(model, layer).attribute(x, target=target, show_progress=True)
+        cam = ScoreCAM(model, layer, reshape_transform=transform).attribute(
+            x, target=target, show_progress=True
+        )
     else:
-        cam = SmoothedScoreCAM(model, layer).attribute(
+        cam = SmoothedScoreCAM(model, layer, reshape_transform=transform).attribute(
             x,
             target=target,
             nt_samples=args.nt_samples,

@@ -16,7 +16,7 @@ import torch
 from captum.attr import LayerAttribution, NoiseTunnel
 
 from captum_sscam import ScoreCAM, SmoothedScoreCAM
-from captum_sscam.cli import CLIError, bundled_photos, load_model
+from captum_sscam.apps import UsageError, bundled_photos, load_model
 from captum_sscam.visualization import method_grid
 
 
@@ -32,7 +32,7 @@ def main() -> None:
 
     try:
         loaded = load_model("resnet18", args.weights, args.size)
-    except CLIError as error:
+    except UsageError as error:
         print(f"{error}\n-> using random weights")
         loaded = load_model("resnet18", "random", args.size)
     model = loaded.model

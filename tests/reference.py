@@ -1,4 +1,4 @@
-"""An independent, plain loop-per-channel implementation of SPEC.md's formulas.
+"""An independent, plain loop-per-channel implementation of the Score-CAM family's formulas.
 
 Deliberately naive: one example, one channel, one noise sample, one forward at
 a time, with its own forward hook. The package is checked against it.
@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from captum_sscam.attr._perturb import GaussianNoise, WorkItems, seed_from
 
 
 def layer_output(model: nn.Module, layer: nn.Module, x: Tensor) -> Tensor:
@@ -32,12 +35,22 @@ def reference_score_cam(
     score_mode: str = "probability",
     baseline: Tensor | None = None,
     samples: int = 1,
-    noise: Callable[[tuple[int, ...]], Tensor] | None = None,
+    noise: Callable[[tuple[int, ...], int, int, int], Tensor] | None = None,
+    mask_scales: list[float] | None = None,
+    reshape: Callable[[Tensor], Tensor] | None = None,
     noise_on: str = "mask",
     relu: bool = True,
 ) -> Tensor:
-    """Score-CAM / SS-CAM maps ``(N, 1, h, w)`` for one class per example."""
+    """Score-CAM / SS-CAM / IS-CAM maps ``(N, 1, h, w)`` for one class per example.
+
+    ``noise(shape, example, channel, sample)`` gives SS-CAM's draw for one work
+    item; ``mask_scales`` (one per sample) gives IS-CAM's scaled masks; ``reshape``
+    turns the layer's output into ``(N, K, h, w)`` maps. A channel whose map is
+    constant, at the layer's resolution or once resized, gets weight 0.
+    """
     activations = layer_output(model, layer, x)
+    if reshape is not None:
+        activations = reshape(activations)
     maps = []
     for n in range(x.shape[0]):
         image, cls = x[n], classes[n]
@@ -53,24 +66,24 @@ def reference_score_cam(
         channel_scores, valid = [], []
         for k in range(activations.shape[1]):
             a_k = activations[n, k]
-            if float(a_k.max()) == float(a_k.min()):
-                channel_scores.append(0.0)
-                valid.append(False)
-                continue
             up = F.interpolate(
                 a_k[None, None], size=image.shape[-2:], mode="bilinear", align_corners=False
             )[0, 0]
+            if float(a_k.max()) == float(a_k.min()) or float(up.max()) == float(up.min()):
+                channel_scores.append(0.0)
+                valid.append(False)
+                continue
             h_k = (up - up.min()) / (up.max() - up.min())
             total = 0.0
-            for _ in range(samples):
-                mask = h_k
+            for sample in range(samples):
+                mask = h_k if mask_scales is None else h_k * mask_scales[sample]
                 if noise is not None and noise_on == "mask":
-                    mask = h_k + noise((1, *h_k.shape))[0]
+                    mask = h_k + noise(tuple(h_k.shape), n, k, sample)
                 masked = image * mask
                 if baseline is not None:
                     masked = masked + baseline[n] * (1 - mask)
                 if noise is not None and noise_on == "input":
-                    masked = masked + noise(tuple(image.shape))
+                    masked = masked + noise(tuple(image.shape), n, k, sample)
                 total += score(masked) - base
             channel_scores.append(total / samples)
             valid.append(True)
@@ -84,3 +97,35 @@ def reference_score_cam(
         cam = (w[:, None, None] * activations[n]).sum(0, keepdim=True)
         maps.append(F.relu(cam) if relu else cam)
     return torch.stack(maps)
+
+
+def replayed_noise(
+    generator_seed: int,
+    stdev: float,
+    noise_on: str = "mask",
+    antithetic: bool = False,
+    device: str | torch.device = "cpu",
+) -> Callable[[tuple[int, ...], int, int, int], Tensor]:
+    """The draws a seeded SS-CAM call makes, per work item, for the reference loop.
+
+    SS-CAM seeds each work item (example, channel, sample) from the call's seed,
+    one number drawn from ``torch.Generator().manual_seed(generator_seed)``; the
+    draws are made on ``device`` (the model's), returned on the CPU.
+    """
+    noise = GaussianNoise(
+        (stdev,), noise_on, seed_from(torch.Generator().manual_seed(generator_seed)), antithetic
+    )
+
+    def draw(shape: tuple[int, ...], example: int, channel: int, sample: int) -> Tensor:
+        items = WorkItems(
+            torch.zeros(1, dtype=torch.long),
+            np.array([example]),
+            np.array([channel]),
+            np.array([sample]),
+        )
+        like = torch.zeros(1, *shape, device=device)
+        if noise_on == "mask":
+            return noise.perturb_masks(like, 0, items)[0].cpu()
+        return noise.perturb_masked(like, 0, items)[0].cpu()
+
+    return draw

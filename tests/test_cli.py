@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import subprocess
 import sys
@@ -13,11 +14,14 @@ import torch
 import torchvision
 from PIL import Image
 
-from captum_sscam import cli
-from captum_sscam.cli import main
+from captum_sscam import ScoreCAM, channels_last_reshape_transform, vit_reshape_transform
+from captum_sscam.apps.cli import main
+from captum_sscam.apps.methods import Options, get_method
+from captum_sscam.apps.models import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--model", "tests.tiny_models:SmallCNN", "--layer", "layer", "--size", "16", "--quiet"]
+OVERLAY_PNG = (224, 274)  # 224 px wide at 100 dpi, plus the colour bar under the picture
 
 
 @pytest.fixture
@@ -56,6 +60,18 @@ def test_compare_writes_the_report_and_says_where(images, tmp_path, capsys) -> N
     )
 
 
+def test_compare_runs_the_methods_named(images, tmp_path, capsys) -> None:
+    out = tmp_path / "report"
+    argv = ["compare", images[0], *TINY, "--methods", "score-cam,ss-cam-input", "--out", str(out)]
+    code, stdout, _ = run([*argv, "--nt-samples", "1", "--no-metrics"], capsys)
+    assert code == 0
+    assert stdout.startswith("Comparing Score-CAM, SS-CAM (input) on 1 image(s)")
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        "one_score-cam.png",
+        "one_ss-cam-input.png",
+    ]
+
+
 def test_explain_writes_one_overlay_per_image_for_the_target(images, tmp_path, capsys) -> None:
     out = tmp_path / "explain"
     argv = ["explain", *images, *TINY, "--method", "score-cam", "--target", "3", "--out", str(out)]
@@ -65,7 +81,7 @@ def test_explain_writes_one_overlay_per_image_for_the_target(images, tmp_path, c
     assert lines[0].startswith("one: predicted class ")
     assert lines[0].endswith(f"Score-CAM of class 3 [3] -> {out / 'one_score-cam.png'}")
     assert lines[1].endswith(f"-> {out / 'two_score-cam.png'}")
-    assert Image.open(out / "one_score-cam.png").size == (16, 16)
+    assert Image.open(out / "one_score-cam.png").size == OVERLAY_PNG
     assert lines[2].startswith("Score-CAM took ")
 
 
@@ -79,7 +95,53 @@ def test_explain_bundled_lite0_names_the_top_class(tmp_path, capsys) -> None:
     assert code == 0
     assert stdout.startswith("chelsea: predicted Egyptian cat (")
     assert "Grad-CAM of Egyptian cat [285]" in stdout
-    assert Image.open(tmp_path / "chelsea_grad-cam.png").size == (224, 224)
+    assert Image.open(tmp_path / "chelsea_grad-cam.png").size == OVERLAY_PNG
+
+
+def test_explain_a_folder_with_notes_for_rgba_and_tiny_images(tmp_path, capsys) -> None:
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(folder / "plain.jpg")
+    rgba = rng.integers(0, 256, (24, 24, 4), dtype=np.uint8)
+    Image.fromarray(rgba, mode="RGBA").save(folder / "sub" / "clear.png")
+    Image.fromarray(rng.integers(0, 256, (8, 10, 3), dtype=np.uint8)).save(folder / "tiny.png")
+    (folder / "readme.txt").write_text("not an image")
+    out = tmp_path / "out"
+    argv = ["explain", str(folder), *TINY, "--method", "grad-cam", "--out", str(out)]
+    code, stdout, _ = run(argv, capsys)
+    assert code == 0
+    notes = [line for line in stdout.splitlines() if line.startswith("note: ")]
+    assert notes == [
+        f"note: {folder / 'sub' / 'clear.png'}: a RGBA image, converted to RGB (its alpha "
+        "channel is dropped).",
+        f"note: {folder / 'tiny.png'}: 10 x 8 pixels is smaller than the model's 16 x 16 input; "
+        "it is upsampled, so the model sees a blurred picture.",
+    ]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "plain_grad-cam.png",
+        "sub-clear_grad-cam.png",
+        "tiny_grad-cam.png",
+    ]
+    assert "sub/clear: predicted class " in stdout
+
+
+def test_target_by_imagenet_class_name_and_did_you_mean(images, tmp_path, capsys) -> None:
+    model = ["--model", "resnet18", "--weights", "random", "--size", "32", "--quiet"]
+    argv = ["explain", images[0], *model, "--method", "grad-cam", "--out", str(tmp_path)]
+    code, stdout, _ = run([*argv, "--target", "orange"], capsys)
+    assert code == 0
+    assert "Grad-CAM of orange [950]" in stdout
+    code, stdout, _ = run([*argv, "--target", "Orange"], capsys)
+    assert code == 0 and "Grad-CAM of orange [950]" in stdout
+    code, _, stderr = run([*argv, "--target", "oranje"], capsys)
+    assert code == 2
+    assert "'oranje' is neither a class index nor a class name of the model; did you mean " in (
+        stderr
+    )
+    assert "'orange'" in stderr
+    code, _, stderr = run([*argv, "--target", "1000"], capsys)
+    assert code == 2 and "class index 1000 is out of range: the model has 1000 classes" in stderr
 
 
 def test_torchvision_model_by_name_with_local_weights(images, tmp_path, monkeypatch) -> None:
@@ -89,11 +151,12 @@ def test_torchvision_model_by_name_with_local_weights(images, tmp_path, monkeypa
     state = torchvision.models.resnet18().state_dict()
     torch.save(state, checkpoints / Path(weights.url).name)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    loaded = cli.load_model("resnet18", "DEFAULT", 32)
+    loaded = load_model("resnet18", "DEFAULT", 32)
     torch.testing.assert_close(loaded.model.fc.weight, state["fc.weight"])
-    assert loaded.default_layer == "layer4"
+    assert loaded.default_layer == "layer4" and loaded.reshape_transform is None
     assert loaded.class_names[285] == "Egyptian cat"
-    from_file = cli.load_model("resnet18", str(checkpoints / Path(weights.url).name), 32)
+    assert load_model("resnet18", "DEFAULT").input_size == 224  # the weights' crop size
+    from_file = load_model("resnet18", str(checkpoints / Path(weights.url).name), 32)
     torch.testing.assert_close(from_file.model.fc.weight, state["fc.weight"])
 
 
@@ -104,13 +167,68 @@ def test_torchvision_model_with_random_weights_explains(images, tmp_path, capsys
     )
     assert code == 0
     assert "Grad-CAM of " in stdout
-    assert Image.open(tmp_path / "one_grad-cam.png").size == (32, 32)
+    assert Image.open(tmp_path / "one_grad-cam.png").size == OVERLAY_PNG
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "layer", "transform", "grid"),
+    [
+        ("vit_b_16", 32, "encoder.layers.encoder_layer_11", vit_reshape_transform, (2, 2)),
+        ("swin_t", 64, "features.7", channels_last_reshape_transform, (2, 2)),
+    ],
+)
+def test_transformers_get_their_layer_and_reshape_transform(
+    name, size, layer, transform, grid
+) -> None:
+    loaded = load_model(name, "random", size)
+    assert loaded.default_layer == layer and loaded.reshape_transform is transform
+    assert loaded.input_size == size and loaded.class_names[950] == "orange"
+    module = dict(loaded.model.named_modules())[layer]
+    x = torch.randn(1, 3, size, size)
+    options = Options(top_k_channels=3, batch_size=64)
+    explain = get_method("score-cam").explain(loaded.model, module, options, transform)
+    maps = explain(x, torch.tensor([1]))
+    expected = ScoreCAM(loaded.model, module, reshape_transform=transform).attribute(
+        x, target=1, top_k_channels=3, perturbations_per_eval=64
+    )
+    assert maps.shape == (1, 1, *grid)
+    torch.testing.assert_close(maps, expected)
+    with pytest.raises(ValueError, match=r"Grad-CAM \(LayerGradCam\) cannot reshape"):
+        get_method("grad-cam").explain(loaded.model, module, options, transform)
+
+
+@pytest.mark.parametrize(("name", "size"), [("vit_b_16", "32"), ("swin_t", "64")])
+def test_cli_explains_transformers_with_random_weights(name, size, images, tmp_path, capsys):
+    argv = ["explain", images[0], "--model", name, "--weights", "random", "--size", size]
+    argv += ["--method", "ss-cam", "--nt-samples", "1", "--top-k-channels", "4", "--quiet"]
+    code, stdout, _ = run([*argv, "--batch-size", "64", "--out", str(tmp_path)], capsys)
+    assert code == 0
+    assert re.search(r"^one: predicted .+; SS-CAM of .+ -> .+one_ss-cam\.png$", stdout, re.M)
+    assert Image.open(tmp_path / "one_ss-cam.png").size == OVERLAY_PNG
+    code, _, stderr = run([*argv[:8], "--method", "grad-cam"], capsys)
+    assert code == 2
+    assert "Grad-CAM (LayerGradCam) cannot reshape this layer's output" in stderr
+    assert "use one of ig, score-cam, ss-cam, ss-cam-input" in stderr
+
+
+def test_compare_on_a_transformer_leaves_out_grad_cam_and_says_so(images, tmp_path, capsys):
+    out = tmp_path / "report"
+    argv = ["compare", images[0], "--model", "swin_t", "--weights", "random", "--size", "64"]
+    argv += ["--methods", "grad-cam,score-cam", "--top-k-channels", "2"]
+    code, stdout, _ = run([*argv, "--quiet", "--no-metrics", "--out", str(out)], capsys)
+    assert code == 0
+    assert "\nComparing Score-CAM on 1 image(s) with swin_t" in stdout
+    left_out = "Left out: Grad-CAM (cannot reshape the output of swin_t's layer"
+    assert left_out in stdout and html.escape(left_out) in (out / "report.html").read_text()
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["explain", "missing.png"], "no such image file: missing.png. Give paths to image files"),
+        (
+            ["explain", "missing.png"],
+            "no such image file or folder: missing.png. Give image files",
+        ),
         (
             ["explain", "{one}", "--model", "no_such_net"],
             "unknown model 'no_such_net'. Use 'lite0'",
@@ -120,10 +238,19 @@ def test_torchvision_model_with_random_weights_explains(images, tmp_path, capsys
             "no layer named 'layer9' in tests.tiny_models:SmallCNN. Give --layer one of these "
             "module names (usually the last convolutional block): stem, layer, stem_act, act, head",
         ),
-        (["explain", "{one}", *TINY, "--nt-samples", "0"], "--nt-samples must be at least 1."),
-        (["explain", "{one}", *TINY, "--target", "zebra"], "--target 'zebra' is neither"),
+        (["explain", "{one}", *TINY, "--nt-samples", "0"], "nt_samples must be at least 1, got 0"),
+        (
+            ["explain", "{one}", *TINY, "--target", "zebra"],
+            "class 'zebra': this model has no class names; give the class as an index.",
+        ),
         (["explain", "{one}", "--model", "nomodule:build"], "cannot load model 'nomodule:build'"),
-        (["compare", *TINY], "give one or more image files, or --bundled"),
+        (["explain", "{one}", "--size", "100"], "the bundled EfficientNet-Lite0 takes 224 x 224"),
+        (
+            ["explain", "{one}", "--model", "vit_b_16", "--weights", "random", "--size", "40"],
+            "vit_b_16 cuts its input into 16 x 16 patches: give a --size that is a multiple of 16",
+        ),
+        (["compare", *TINY], "give one or more image files or folders, or --bundled"),
+        (["compare", "{one}", *TINY, "--methods", "ig,lime"], "unknown method 'lime'; choose"),
     ],
 )
 def test_errors_say_what_was_wrong_and_what_to_do(argv, message, images, capsys) -> None:
@@ -149,19 +276,22 @@ def test_cuda_device_without_cuda_is_refused(images, monkeypatch, capsys) -> Non
     assert "CUDA is not available here; use --device cpu" in stderr
 
 
-def test_console_script_and_module_entry_point() -> None:
+def test_console_script_and_module_entry_points() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     scripts = pyproject.split("[project.scripts]\n", 1)[1].split("\n\n", 1)[0]
-    assert scripts == 'captum-sscam = "captum_sscam.cli:main"'
-    result = subprocess.run(
-        [sys.executable, "-m", "captum_sscam", "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("usage: captum-sscam")
-    for command in ("explain", "compare", "insights"):
-        assert command in result.stdout
+    assert scripts == 'captum-sscam = "captum_sscam.apps.cli:main"'
+    for module, usage in (
+        ("captum_sscam", "usage: captum-sscam"),
+        ("captum_sscam.evaluate", "usage: python -m captum_sscam.evaluate"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", module, "--help"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(usage)
+    assert "comma list of ig, grad-cam, score-cam, ss-cam," in result.stdout

@@ -11,9 +11,9 @@ import copy
 import pytest
 import torch
 
-from captum_sscam import ScoreCAM, SmoothedScoreCAM
+from captum_sscam import IntegratedScoreCAM, ScoreCAM, SmoothedScoreCAM, vit_reshape_transform
 from captum_sscam.attr._batch_size import MAX_AUTO_BATCH, default_batch_size
-from tests.reference import reference_score_cam
+from tests.reference import reference_score_cam, replayed_noise
 from tests.tiny_models import LinearHead, SmallCNN
 
 pytestmark = pytest.mark.cuda
@@ -112,3 +112,58 @@ def test_batch_size_follows_free_memory() -> None:
     auto = ScoreCAM(model, model.layer).attribute(x, target=[0, 1])
     fixed = ScoreCAM(model, model.layer).attribute(x, target=[0, 1], perturbations_per_eval=3)
     torch.testing.assert_close(auto, fixed)
+
+
+def test_integrated_score_cam_matches_cpu_reference_loop() -> None:
+    model = SmallCNN().eval()
+    x = torch.randn(2, 3, 16, 16)
+    expected = reference_score_cam(
+        model, model.layer, x, [1, 2], samples=3, mask_scales=[1 / 3, 1.0, 2.0]
+    )
+    gpu_model = on_cuda(model)
+    cam = IntegratedScoreCAM(gpu_model, gpu_model.layer).attribute(
+        x.to(CUDA), target=[1, 2], n_steps=3
+    )
+    torch.testing.assert_close(cam.cpu(), expected, rtol=1e-3, atol=1e-5)
+
+
+def test_vit_on_gpu_matches_cpu() -> None:
+    from torchvision.models import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=8, mlp_dim=16,
+        num_classes=5,
+    ).eval()  # fmt: skip
+    x = torch.randn(2, 3, 32, 32)
+    layer = model.encoder.layers[-1]
+    method = ScoreCAM(model, layer, reshape_transform=vit_reshape_transform)
+    cpu = method.attribute(x, target=[0, 4])
+    gpu_model = on_cuda(model)
+    gpu = ScoreCAM(
+        gpu_model, gpu_model.encoder.layers[-1], reshape_transform=vit_reshape_transform
+    ).attribute(x.to(CUDA), target=[0, 4])
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("allocation", ["uniform", "adaptive"])
+def test_seeded_sscam_on_gpu_matches_the_reference_and_ignores_batching(allocation: str) -> None:
+    model = SmallCNN().eval()
+    x = torch.randn(1, 3, 16, 16)
+    gpu_model = on_cuda(model)
+    method = SmoothedScoreCAM(gpu_model, gpu_model.layer)
+
+    def run(batch: int | None) -> torch.Tensor:
+        return method.attribute(
+            x.to(CUDA), target=2, nt_samples=6, stdevs=0.0 if allocation == "adaptive" else 0.3,
+            sample_allocation=allocation, perturbations_per_eval=batch,
+            generator=torch.Generator().manual_seed(4),
+        ).cpu()  # fmt: skip
+
+    torch.testing.assert_close(run(1), run(None), rtol=1e-4, atol=1e-6)
+    if allocation == "uniform":  # the draws are made on the model's device
+        noise = replayed_noise(4, 0.3, device=CUDA)
+        expected = reference_score_cam(model, model.layer, x, [2], samples=6, noise=noise)
+    else:
+        expected = ScoreCAM(model, model.layer).attribute(x, target=2)
+    torch.testing.assert_close(run(3), expected, rtol=1e-3, atol=1e-5)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from captum_sscam.cli import build_parser
+from captum_sscam.apps.cli import build_parser
 from tests.browser import headless_chromium, screenshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +38,8 @@ def test_every_page_is_in_the_nav_and_every_nav_entry_exists() -> None:
 def test_api_reference_names_resolve() -> None:
     text = (DOCS / "api.md").read_text()
     identifiers = re.findall(r"^::: ([\w.]+)$", text, re.MULTILINE)
-    assert len(identifiers) == 8
+    library = {"ScoreCAM", "SmoothedScoreCAM", "IntegratedScoreCAM", "metrics", "visualization"}
+    assert {f"captum_sscam.{name}" for name in library} <= set(identifiers)
     for identifier in identifiers:
         module_name, _, attribute = identifier.rpartition(".")
         try:

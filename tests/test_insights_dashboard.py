@@ -25,13 +25,10 @@ from PIL import Image
 from werkzeug.serving import make_server
 
 from captum_sscam import ScoreCAM, SmoothedScoreCAM
-from captum_sscam.data import Photo
-from captum_sscam.insights import (
-    GRAD_CAM_NAME,
-    input_shaped,
-    insights_method,
-    photo_visualizer,
-)
+from captum_sscam.apps.data import Photo
+from captum_sscam.apps.insights import insights_method, photo_visualizer
+from captum_sscam.apps.methods import get_method
+from captum_sscam.metrics import input_shaped
 from captum_sscam.visualization import upsample_map
 from tests.browser import ALL_IMAGES_LOADED, headless_chromium, screenshot
 from tests.tiny_models import SmallCNN
@@ -81,32 +78,34 @@ def decoded(png_base64: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(png_base64))).convert("RGB"))
 
 
-def test_adapter_returns_the_layer_map_upsampled_and_shared_over_channels(model) -> None:
+def test_adapter_returns_the_layer_map_upsampled_in_every_channel(model) -> None:
     inputs = torch.randn(2, 3, 16, 16)
-    adapter_cls = insights_method(ScoreCAM, layer_of, "Score-CAM")
+    adapter_cls = insights_method(get_method("score-cam"), layer_of)
     adapter = adapter_cls(model)  # built as Insights does: cls(model)
     (attribution,) = adapter.attribute.__wrapped__(adapter, (inputs,), target=torch.tensor([1, 3]))
     assert attribution.shape == inputs.shape
     layer_map = ScoreCAM(model, model.layer).attribute(inputs, target=[1, 3])
     expected = torch.nn.functional.interpolate(layer_map, (16, 16), mode="bilinear")
-    torch.testing.assert_close(attribution.sum(dim=1, keepdim=True), expected)
-    torch.testing.assert_close(attribution[:, 0], attribution[:, 2])
-    torch.testing.assert_close(input_shaped(layer_map, inputs), attribution)
+    for channel in range(3):  # captum_sscam.metrics.input_shaped: the map in every channel
+        torch.testing.assert_close(attribution[:, channel : channel + 1], expected)
+    torch.testing.assert_close(input_shaped(layer_map, inputs)[0], attribution)
     assert adapter_cls.get_name() == "Score-CAM"
 
 
-def test_init_lists_our_methods_with_their_parameters(client) -> None:
+def test_init_lists_the_registry_methods_with_their_parameters(client) -> None:
     config = client.get("/init").get_json()
-    for name in ("Integrated Gradients", "Score-CAM", "SS-CAM", GRAD_CAM_NAME):
+    for name in ("Integrated Gradients", "Grad-CAM", "Score-CAM", "SS-CAM", "SS-CAM (input)"):
         assert name in config["methods"]
-    ss_cam = config["method_arguments"]["SS-CAM"]
-    assert ss_cam["nt_samples"] == {"value": 2, "limit": [1, None], "type": "number"}
-    assert ss_cam["stdevs"] == {"value": "2.0", "type": "string"}
-    assert ss_cam["noise_on"] == {"value": "mask", "limit": ["mask", "input"], "type": "enum"}
+    for name in ("SS-CAM", "SS-CAM (input)"):
+        ss_cam = config["method_arguments"][name]
+        assert ss_cam["nt_samples"] == {"value": 2, "limit": [1, None], "type": "number"}
+        assert ss_cam["stdevs"] == {"value": "2.0", "type": "string"}
+        assert set(ss_cam) == {"nt_samples", "stdevs", "score_mode"}
     assert config["method_arguments"]["Score-CAM"]["score_mode"]["limit"] == [
         "probability",
         "channel_softmax",
     ]
+    assert "Grad-CAM" not in config["method_arguments"]  # no parameters to set
 
 
 @pytest.mark.parametrize(
@@ -114,11 +113,9 @@ def test_init_lists_our_methods_with_their_parameters(client) -> None:
     [
         ("Integrated Gradients", {"n_steps": 4, "method": "gausslegendre"}),
         ("Score-CAM", {"score_mode": "probability"}),
-        (
-            "SS-CAM",
-            {"nt_samples": 2, "stdevs": "0.5", "noise_on": "input", "score_mode": "probability"},
-        ),
-        (GRAD_CAM_NAME, {}),
+        ("SS-CAM", {"nt_samples": 2, "stdevs": "0.5", "score_mode": "probability"}),
+        ("SS-CAM (input)", {"nt_samples": 1, "stdevs": "0.5", "score_mode": "probability"}),
+        ("Grad-CAM", {}),
     ],
 )
 def test_fetch_returns_images_for_each_method(client, method: str, arguments: dict) -> None:
@@ -134,10 +131,10 @@ def test_fetch_returns_images_for_each_method(client, method: str, arguments: di
 
 
 def test_ss_cam_parameters_reach_the_method(client) -> None:
-    # stdevs 0 makes SS-CAM exactly Score-CAM (SPEC section 2): same pictures;
-    # a large noise level changes them, so the dashboard's values were used.
+    # stdevs 0 makes SS-CAM exactly Score-CAM (zero noise leaves every mask as it is):
+    # same pictures; a large noise level changes them, so the dashboard's values were used.
     score_cam = fetch(client, "Score-CAM", {"score_mode": "channel_softmax"})
-    exact = {"nt_samples": 1, "stdevs": "0", "noise_on": "mask", "score_mode": "channel_softmax"}
+    exact = {"nt_samples": 1, "stdevs": "0", "score_mode": "channel_softmax"}
     ss_cam = fetch(client, "SS-CAM", exact)
     noisy = fetch(client, "SS-CAM", {**exact, "nt_samples": 3, "stdevs": "40"})
     heat = [
@@ -149,26 +146,24 @@ def test_ss_cam_parameters_reach_the_method(client) -> None:
 
 def test_grad_cam_entry_is_captum_layer_grad_cam_upsampled(model) -> None:
     inputs = torch.randn(1, 3, 16, 16)
-    adapter = insights_method(LayerGradCam, layer_of, GRAD_CAM_NAME)(model)
+    adapter = insights_method(get_method("grad-cam"), layer_of)(model)
     (attribution,) = adapter.attribute.__wrapped__(adapter, (inputs,), target=torch.tensor([2]))
-    layer_map = LayerGradCam(model, model.layer).attribute(inputs, target=2)
-    torch.testing.assert_close(
-        attribution.sum(dim=1, keepdim=True), upsample_map(layer_map, (16, 16))
-    )
+    layer_map = LayerGradCam(model, model.layer).attribute(inputs, target=2, relu_attributions=True)
+    torch.testing.assert_close(attribution[:, :1], upsample_map(layer_map, (16, 16)))
 
 
 def test_ss_cam_adapter_takes_nt_samples_and_seeded_noise(model) -> None:
     inputs = torch.randn(1, 3, 16, 16)
-    adapter = insights_method(SmoothedScoreCAM, layer_of, "SS-CAM")(model)
+    adapter = insights_method(get_method("ss-cam-input"), layer_of)(model)
     kwargs = {"nt_samples": 3, "stdevs": 0.7, "generator": torch.Generator().manual_seed(5)}
     (attribution,) = adapter.attribute.__wrapped__(
         adapter, (inputs,), target=torch.tensor([0]), **kwargs
     )
     kwargs["generator"] = torch.Generator().manual_seed(5)
-    layer_map = SmoothedScoreCAM(model, model.layer).attribute(inputs, target=0, **kwargs)
-    torch.testing.assert_close(
-        attribution.sum(dim=1, keepdim=True), upsample_map(layer_map, (16, 16))
+    layer_map = SmoothedScoreCAM(model, model.layer).attribute(
+        inputs, target=0, noise_on="input", **kwargs
     )
+    torch.testing.assert_close(attribution[:, 2:], upsample_map(layer_map, (16, 16)))
 
 
 def test_dashboard_in_chromium_shows_ss_cam_attributions(model) -> None:
@@ -201,7 +196,7 @@ def test_dashboard_in_chromium_shows_ss_cam_attributions(model) -> None:
         http.shutdown()
         server.visualizer = None
     assert chosen == "SS-CAM"
-    assert arguments["nt_samples"] == 2 and arguments["noise_on"] == "mask"
+    assert arguments["nt_samples"] == 2 and arguments["stdevs"] == 2.0
     attributions = [image for image in images if image[0] == "attribution"]
     assert len(attributions) == EXAMPLES
     assert all(complete and width > 0 and height > 0 for _, complete, width, height in images)
@@ -212,7 +207,7 @@ def test_insights_command_serves_the_bundled_model_and_photos(monkeypatch, capsy
     from captum.insights import AttributionVisualizer
     from captum.insights.attr_vis import config
 
-    from captum_sscam.cli import main
+    from captum_sscam.apps.cli import main
 
     served = {}
 
@@ -228,4 +223,4 @@ def test_insights_command_serves_the_bundled_model_and_photos(monkeypatch, capsy
     assert batch.inputs.shape == (7, 3, 224, 224)
     classes = served["visualizer"].classes
     names = [classes[int(label)] for label in batch.labels]
-    assert names[:2] == ["espresso", "Egyptian cat"]  # coffee, chelsea (SPEC: Lite0 at 224 px)
+    assert names[:2] == ["espresso", "Egyptian cat"]  # coffee, chelsea, as Lite0 sees them

@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 
-from captum_sscam.cli import main
-from captum_sscam.insights import InsightsUnavailableError, register
+from captum_sscam.apps.cli import main
+from captum_sscam.apps.insights import InsightsUnavailableError, register
 
 if importlib.util.find_spec("captum.insights") is not None:
     pytest.skip(

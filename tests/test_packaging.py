@@ -57,7 +57,7 @@ def test_sdist_ships_docs_examples_and_licence(dist: Dist) -> None:
         pkg_info = archive.extractfile(f"captum_sscam-{VERSION}/PKG-INFO").read().decode()
         licence = archive.extractfile(f"captum_sscam-{VERSION}/LICENSE").read().decode()
     expected = {"LICENSE", "README.md", "pyproject.toml", "constraints.txt", "mkdocs.yml"}
-    expected |= {"mkdocs_hooks.py", "captum_sscam/hand_boxes.json"}
+    expected |= {"mkdocs_hooks.py", "captum_sscam/apps/hand_boxes.json"}
     expected |= files_under("docs") | files_under("examples")
     assert "docs/getting-started.md" in expected and "examples/explain_image.py" in expected
     assert expected <= names, sorted(expected - names)
@@ -73,7 +73,7 @@ def test_wheel_carries_licence_package_data_and_demo_extra(dist: Dist) -> None:
         metadata = archive.read(f"captum_sscam-{VERSION}.dist-info/METADATA").decode()
         licence = archive.read(f"captum_sscam-{VERSION}.dist-info/licenses/LICENSE").decode()
     assert licence == (ROOT / "LICENSE").read_text()
-    assert {"captum_sscam/__init__.py", "captum_sscam/hand_boxes.json"} <= names
+    assert {"captum_sscam/__init__.py", "captum_sscam/apps/hand_boxes.json"} <= names
     check_licence_metadata(metadata)
     # the bundled quokka photo is read from imgaug's files: the demo extra must bring them
     assert 'Requires-Dist: imgaug==0.4.0; extra == "demo"' in metadata

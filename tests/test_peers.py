@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torchcam import methods as torchcam_methods
 
-from captum_sscam import ScoreCAM, SmoothedScoreCAM
+from captum_sscam import IntegratedScoreCAM, ScoreCAM, SmoothedScoreCAM
+from tests.reference import replayed_noise
 from tests.tiny_models import SameResolution, SmallCNN
 
 
@@ -73,10 +74,10 @@ class ReplayedNoise:
 
 
 def test_sscam_equals_torchcam_sscam_with_the_same_noise() -> None:
-    # torchcam draws the noise of all (example, channel) masks per sample; with one
-    # masked input per forward this package draws it per (example, channel, sample)
-    # from its generator. Draw those numbers once, in this package's order, and hand
-    # them to torchcam in its order: the two SS-CAMs must then agree exactly.
+    # torchcam draws the noise of all (example, channel) masks per sample; this
+    # package seeds each (example, channel, sample) from the call's seed. Replay
+    # this package's draws and hand them to torchcam in its order: the two SS-CAMs
+    # must then agree exactly.
     model = SameResolution().eval()
     x = torch.randn(2, 3, 6, 6)
     classes, samples, sigma, channels = [1, 3], 6, 2.0, 5
@@ -87,14 +88,13 @@ def test_sscam_equals_torchcam_sscam_with_the_same_noise() -> None:
         nt_samples=samples,
         stdevs=sigma,
         generator=torch.Generator().manual_seed(5),
-        perturbations_per_eval=1,
     )
-    generator = torch.Generator().manual_seed(5)
+    noise = replayed_noise(5, sigma)
     draws = torch.zeros(samples, 2, channels, 6, 6)
     for n in range(2):
         for k in range(channels):
             for s in range(samples):
-                draws[s, n, k] = torch.randn((1, 6, 6), generator=generator)[0] * sigma
+                draws[s, n, k] = noise((6, 6), n, k, s)
     with torchcam_methods.SSCAM(
         model, target_layer=model.layer, input_shape=(3, 6, 6), num_samples=samples, std=sigma
     ) as extractor:
@@ -105,3 +105,22 @@ def test_sscam_equals_torchcam_sscam_with_the_same_noise() -> None:
     exact = ScoreCAM(model, model.layer).attribute(x, target=classes, score_mode="channel_softmax")
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
     assert (ours - exact).abs().max() > 1e-3  # the noise changed the maps
+
+
+def test_equals_torchcam_iscam_without_upsampling() -> None:
+    # torchcam's ISCAM uses logits and a softmax over channels (channel_softmax mode) and
+    # normalises before upsampling; at the layer's own resolution both orders coincide.
+    model = SameResolution().eval()
+    x = torch.randn(2, 3, 6, 6)
+    classes, steps = [1, 3], 6
+    ours = IntegratedScoreCAM(model, model.layer).attribute(
+        x, target=classes, score_mode="channel_softmax", n_steps=steps
+    )
+    with torchcam_methods.ISCAM(
+        model, target_layer=model.layer, input_shape=(3, 6, 6), num_samples=steps
+    ) as extractor:
+        with torch.no_grad():
+            model(x)
+        theirs = extractor(class_idx=classes, normalized=False)[0].unsqueeze(1)
+    assert ours.abs().max() > 0
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)

@@ -7,8 +7,8 @@ import torch
 from captum.attr import LayerAttribution
 
 from captum_sscam import ScoreCAM, SmoothedScoreCAM
-from captum_sscam.data import photo_tensor, quokka, resize_photo
-from captum_sscam.models import efficientnet_lite0, lite0_preprocess, lite0_target_layer
+from captum_sscam.apps.data import photo_tensor, quokka, resize_photo
+from captum_sscam.apps.models import efficientnet_lite0, lite0_preprocess, lite0_target_layer
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from captum_sscam import ScoreCAM, SmoothedScoreCAM
-from captum_sscam.attr._noise import GaussianNoise
-from tests.reference import layer_output, reference_score_cam
+from tests.reference import layer_output, reference_score_cam, replayed_noise
 from tests.tiny_models import LinearHead, SmallCNN
 
 
@@ -99,10 +98,12 @@ def test_top_k_at_least_k_prime_is_exact() -> None:
 
 
 def test_antithetic_noise_pairs_each_draw_with_its_negation() -> None:
-    noise = GaussianNoise((2.0,), antithetic=True, generator=torch.Generator().manual_seed(1))
-    draws = noise.sample(torch.empty(6, 5, 5), 0)
+    noise = replayed_noise(1, 2.0, antithetic=True)
+    draws = torch.stack([noise((5, 5), 0, 3, sample) for sample in range(6)])
     torch.testing.assert_close(draws[1::2], -draws[0::2])
     assert 1.5 < float(draws.std()) < 2.5
+    other_pairs = torch.stack([draws[0], draws[2], draws[4]]).flatten(1)
+    assert float(torch.corrcoef(other_pairs).triu(1).abs().max()) < 0.5  # fresh draws
 
 
 @pytest.mark.parametrize("noise_on", ["mask", "input"])

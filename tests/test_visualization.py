@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -12,6 +14,7 @@ from matplotlib import image as mpimg
 
 from captum_sscam.visualization import (
     ZERO_MAP_NOTE,
+    as_image_attr,
     image_to_hwc,
     map_to_hwc,
     method_grid,
@@ -148,3 +151,48 @@ def test_method_grid_checks_lengths() -> None:
         method_grid([gray_image()], {"Score-CAM": torch.zeros(2, 1, 7, 7)})
     with pytest.raises(ValueError, match="at least one image"):
         method_grid([], {})
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy on the rejected tensor
+def test_as_image_attr_takes_the_map_as_returned() -> None:
+    from captum.attr import LayerAttribution
+    from captum.attr import visualization as viz
+
+    maps = torch.rand(2, 1, 7, 7)
+    heatmap = LayerAttribution.interpolate(maps, (28, 28), interpolate_mode="bilinear")
+    image = np.zeros((28, 28, 3), dtype=np.uint8)
+    with pytest.raises(TypeError, match="Invalid shape"):  # what users hit without it
+        viz.visualize_image_attr(heatmap, image, method="heat_map", use_pyplot=False)
+    attr = as_image_attr(heatmap, index=1)
+    assert attr.shape == (28, 28, 1) and attr.dtype == np.float64
+    np.testing.assert_allclose(attr, heatmap[1].permute(1, 2, 0).numpy(), rtol=1e-6)
+    viz.visualize_image_attr(attr, image, method="heat_map", sign="positive", use_pyplot=False)
+    np.testing.assert_allclose(  # a layer map, upsampled on the way
+        as_image_attr(maps, size=(28, 28)), heatmap[0].permute(1, 2, 0).numpy(), rtol=1e-6
+    )
+    with pytest.raises(IndexError, match="index 2 is out of range for a batch of 2 maps"):
+        as_image_attr(maps, index=2)
+
+
+def test_the_documented_conversion_runs() -> None:
+    recipes = (Path(__file__).resolve().parent.parent / "docs" / "recipes.md").read_text()
+    (snippet,) = [
+        block for block in re.findall(r"```python\n(.*?)```", recipes, re.DOTALL)
+        if "as_image_attr" in block
+    ]  # fmt: skip
+    namespace: dict = {}
+    exec(snippet, namespace)
+    np.testing.assert_allclose(namespace["attr"], namespace["same"], rtol=1e-6)
+    assert len(namespace["figure"].axes) == 2  # the picture and its colour bar
+
+
+def test_overlay_draws_a_colour_bar_from_zero_to_one() -> None:
+    figure, _ = overlay(hot_cell_map(3, 3), np.zeros((28, 28, 3)), show_colorbar=True)
+    _, bar = figure.axes
+    assert bar.get_xlim() == pytest.approx((0.0, 1.0))
+    pixels = render(figure)
+    bar_rows = [  # under the picture: blue (0) on the left, red (1) on the right
+        row for row in pixels[300:]
+        if row[30, 2] > row[30, 0] + 0.2 and row[-30, 0] > row[-30, 2] + 0.2
+    ]  # fmt: skip
+    assert bar_rows

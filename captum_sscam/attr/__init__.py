@@ -1,7 +1,9 @@
 """The library's attribution methods: Score-CAM and SS-CAM as Captum layer attributions."""
 
-from captum_sscam.attr._noise import NOISE_TARGETS as NOISE_PLACEMENTS
-from captum_sscam.attr._scoring import SCORE_MODES
+from captum_sscam.attr._allocator import release_freed_memory, set_keep_freed_memory
+from captum_sscam.attr._options import SCORE_MODES
+from captum_sscam.attr._perturb import NOISE_PLACEMENTS
+from captum_sscam.attr.integrated_score_cam import IntegratedScoreCAM
 from captum_sscam.attr.reshape_transforms import (
     channels_last_reshape_transform,
     vit_reshape_transform,
@@ -12,8 +14,11 @@ from captum_sscam.attr.smoothed_score_cam import SmoothedScoreCAM
 __all__ = [
     "NOISE_PLACEMENTS",
     "SCORE_MODES",
+    "IntegratedScoreCAM",
     "ScoreCAM",
     "SmoothedScoreCAM",
     "channels_last_reshape_transform",
+    "release_freed_memory",
+    "set_keep_freed_memory",
     "vit_reshape_transform",
 ]

@@ -52,7 +52,7 @@ def default_batch_size(
     Args:
         device: where the inputs (and the model) live.
         forward_peak_bytes: peak memory of a forward of ``num_examples``
-            examples on CUDA (from :func:`run_measuring_peak`), or ``None``.
+            examples on CUDA (from ``run_measuring_peak``), or ``None``.
         num_examples: the examples that forward held.
         input_bytes_per_example: bytes of one example's inputs.
     """

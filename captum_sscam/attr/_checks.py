@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any
 
 import torch
 from captum._utils.common import _format_baseline, _format_tensor_into_tuples
@@ -53,6 +52,14 @@ def check_baselines(
     """Baselines expanded to the inputs' shapes, or ``None`` when not given."""
     if baselines is None:
         return None
+    entries = baselines if isinstance(baselines, tuple) else (baselines,)
+    for entry in entries:
+        if isinstance(entry, bool) or not isinstance(entry, (numbers.Real, Tensor)):
+            raise TypeError(
+                "baselines must be None, a number, a Tensor, or a tuple of those (one per "
+                f"input); got {type(entry).__name__} {entry!r}. For an all-zero baseline "
+                "pass baselines=0."
+            )
     formatted = _format_baseline(baselines, inputs)
     if len(formatted) != len(inputs):
         raise ValueError(
@@ -84,9 +91,3 @@ def check_baselines(
             raise ValueError(f"baseline {index} contains NaN or infinite values.")
         expanded.append(baseline)
     return tuple(expanded)
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-    return int(value)

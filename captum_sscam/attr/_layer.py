@@ -85,3 +85,54 @@ def layer_activations_and_output(
             "function that returns the scores to explain."
         )
     return activations, output
+
+
+def check_reshape_transform(reshape_transform: object) -> None:
+    if reshape_transform is not None and not callable(reshape_transform):
+        raise TypeError(
+            "reshape_transform must be a callable (e.g. captum_sscam.vit_reshape_transform) "
+            f"or None, got {type(reshape_transform).__name__}."
+        )
+
+
+def layer_maps(
+    activation: Tensor,
+    inputs: tuple[Tensor, ...],
+    reshape_transform: Callable[[Tensor], Tensor] | None,
+) -> Tensor:
+    """The layer tensor as ``(N, K, *spatial)`` maps with the inputs' spatial rank.
+
+    ``reshape_transform`` (when given) is applied first. A tensor that does not
+    have the inputs' rank (a transformer's ``(N, tokens, dim)`` for images, say)
+    is refused: read as channels over a space, it would give a meaningless map.
+    """
+    if reshape_transform is not None:
+        activation = reshape_transform(activation)
+        if not isinstance(activation, Tensor):
+            raise TypeError(
+                f"reshape_transform returned {type(activation).__name__}; it must return "
+                "a Tensor shaped (N, channels, *spatial)."
+            )
+    num_examples = inputs[0].shape[0]
+    if activation.dim() < 3 or activation.shape[0] != num_examples:
+        raise ValueError(
+            f"the layer gives a tensor of shape {tuple(activation.shape)} for {num_examples} "
+            "examples; Score-CAM needs (N, channels, *spatial). Pass reshape_transform= to "
+            "turn it into that shape."
+        )
+    rank = activation.dim()
+    if any(tensor.dim() != rank for tensor in inputs):
+        shapes = ", ".join(str(tuple(tensor.shape)) for tensor in inputs)
+        hint = (
+            " It looks like transformer tokens (N, tokens, dim): pass "
+            "reshape_transform=captum_sscam.vit_reshape_transform (ViT) or "
+            "captum_sscam.channels_last_reshape_transform (Swin-style (N, h, w, C))."
+            if rank == 3
+            else " Pass reshape_transform= to turn it into (N, channels, *spatial)."
+        )
+        raise ValueError(
+            f"the layer's activations have shape {tuple(activation.shape)} ({rank - 2} spatial "
+            f"dimension(s)) but the inputs have shape {shapes}; Score-CAM needs activations "
+            f"(N, channels, *spatial) with the inputs' spatial rank.{hint}"
+        )
+    return activation

@@ -1,40 +1,82 @@
-"""Activation maps -> normalised, upsampled Score-CAM masks."""
+"""Activation maps -> normalised, upsampled Score-CAM masks; the package's one resize."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 _INTERPOLATION = {1: "linear", 2: "bilinear", 3: "trilinear"}
+# Channels checked per chunk when masks must be upsampled to tell whether they vary.
+_CHECK_CHUNK = 256
 
 
-def varying_channels(activation: Tensor) -> Tensor:
-    """``(N, K)`` bool: channels whose map is not constant (those that get a mask).
+def resize(maps: Tensor, size: Sequence[int]) -> Tensor:
+    """``(B, C, *spatial)`` maps resized to ``size`` by (bi/tri)linear interpolation.
 
-    A constant map has no mask (max == min); the official code gives it weight 0.
+    ``align_corners=False``, as Score-CAM upsamples its masks; maps already at
+    ``size`` are returned as they are. The package resizes every map (masks,
+    metrics, visualization) with this function.
+    """
+    size = tuple(int(s) for s in size)
+    if tuple(maps.shape[2:]) == size:
+        return maps
+    return F.interpolate(
+        maps, size=size, mode=_INTERPOLATION[len(size)], align_corners=False
+    )
+
+
+def varying_channels(activation: Tensor, sizes: Sequence[Sequence[int]] = ()) -> Tensor:
+    """``(N, K)`` bool: the channels that get a mask, i.e. vary at every input size.
+
+    A map that is constant (max == min) has no mask; the official code gives it
+    weight 0. A map can vary at the layer's resolution yet be constant once
+    resized to a smaller input (a layer larger than the input); it is checked at
+    each of ``sizes`` then, as the official code checks after resizing. (Bilinear
+    upsampling never makes a varying map constant, so larger inputs need no check.)
     """
     flat = activation.flatten(2)
-    return flat.amax(dim=2) > flat.amin(dim=2)
+    active = flat.amax(dim=2) > flat.amin(dim=2)
+    layer_size = tuple(activation.shape[2:])
+    for size in {tuple(s) for s in sizes}:
+        if all(big >= small for big, small in zip(size, layer_size, strict=True)):
+            continue
+        active = active & _varies_after_resize(activation, size)
+    return active
 
 
-def upsampled_masks(maps: Tensor, size: tuple[int, ...]) -> Tensor:
+def _varies_after_resize(activation: Tensor, size: tuple[int, ...]) -> Tensor:
+    maps = activation.flatten(0, 1).unsqueeze(1)
+    varies = []
+    for start in range(0, maps.shape[0], _CHECK_CHUNK):
+        resized = resize(maps[start : start + _CHECK_CHUNK], size).flatten(1)
+        varies.append(resized.amax(dim=1) > resized.amin(dim=1))
+    return torch.cat(varies).view(activation.shape[:2])
+
+
+def upsampled_masks(maps: Tensor, size: Sequence[int]) -> Tensor:
     """Masks ``H = s(U(A))`` for ``maps`` of shape ``(B, *spatial)``.
 
-    ``U`` upsamples (bi/trilinear, ``align_corners=False``) to ``size``; ``s``
-    rescales each map to [0, 1] by its own min and max. Returns ``(B, *size)``.
-    Every map must vary (see :func:`varying_channels`).
+    ``U`` resizes (``resize``) to ``size``; ``s`` rescales each map to
+    [0, 1] by its own min and max. Returns ``(B, *size)``. Every map must vary
+    at ``size`` (see ``varying_channels``).
     """
-    spatial_dims = maps.dim() - 1
-    if tuple(maps.shape[1:]) == tuple(size):
-        upsampled = maps
-    else:
-        upsampled = F.interpolate(
-            maps.unsqueeze(1), size=size, mode=_INTERPOLATION[spatial_dims], align_corners=False
-        ).squeeze(1)
-    flat = upsampled.flatten(1)
-    low = flat.amin(dim=1).view(-1, *([1] * spatial_dims))
-    high = flat.amax(dim=1).view(-1, *([1] * spatial_dims))
-    return (upsampled - low) / (high - low)
+    return min_max_scaled(resize(maps.unsqueeze(1), size).squeeze(1))
+
+
+def min_max_scaled(maps: Tensor) -> Tensor:
+    """Each of the ``B`` maps ``(B, *spatial)`` rescaled to [0, 1] by its own min and max.
+
+    A constant map ranks nothing above anything else and becomes all zeros.
+    """
+    flat = maps.flatten(1)
+    shape = (-1, *([1] * (maps.dim() - 1)))
+    low = flat.amin(dim=1).view(shape)
+    span = flat.amax(dim=1).view(shape) - low
+    safe_span = torch.where(span > 0, span, torch.ones_like(span))
+    return torch.where(span > 0, (maps - low) / safe_span, torch.zeros_like(maps))
 
 
 def broadcast_to_input(mask: Tensor, input_dims: int) -> Tensor:
@@ -46,6 +88,3 @@ def broadcast_to_input(mask: Tensor, input_dims: int) -> Tensor:
 
 def is_supported_spatial_rank(spatial_dims: int) -> bool:
     return spatial_dims in _INTERPOLATION
-
-
-__all__ = ["broadcast_to_input", "is_supported_spatial_rank", "upsampled_masks", "varying_channels"]

@@ -81,8 +81,11 @@ def _ravel(index: Sequence[int], shape: tuple[int, ...]) -> int:
 
 def _tensor_target(target: Tensor, output: Tensor) -> Tensor:
     num_examples = output.shape[0]
-    if target.dtype.is_floating_point or target.dtype.is_complex:
-        raise TypeError(f"target tensors must hold integers, got dtype {target.dtype}.")
+    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
+        raise TypeError(
+            f"target tensors must hold integer class indices, got dtype {target.dtype}; "
+            "for a boolean mask of classes use mask.nonzero() or an index tensor."
+        )
     if target.numel() == 1:
         return flat_target_indices(int(target.item()), output)
     if target.dim() not in (1, 2) or target.shape[0] != num_examples or target.numel() == 0:

@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from captum._utils.common import _format_additional_forward_args, _format_output
 from captum._utils.typing import BaselineType, TargetType
 from captum.attr import LayerAttribution, PerturbationAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
+from captum_sscam.attr._allocation import Sampling
+from captum_sscam.attr._allocator import keep_freed_memory
 from captum_sscam.attr._batch_size import default_batch_size, run_measuring_peak
-from captum_sscam.attr._channels import CHANNEL_CRITERIA, ChannelCriterion, top_k_channels
-from captum_sscam.attr._checks import check_baselines, check_inputs, check_positive_int
-from captum_sscam.attr._layer import check_layer_in_model, layer_activations_and_output
-from captum_sscam.attr._masks import is_supported_spatial_rank, varying_channels
-from captum_sscam.attr._noise import GaussianNoise
-from captum_sscam.attr._scoring import SCORE_MODES, MaskedScorer, ScoreMode
+from captum_sscam.attr._checks import check_baselines, check_inputs
+from captum_sscam.attr._engine import (
+    BatchScorer,
+    MemoryFormatCalibration,
+    check_forward_args,
+)
+from captum_sscam.attr._layer import (
+    check_layer_in_model,
+    check_reshape_transform,
+    layer_activations_and_output,
+    layer_maps,
+)
+from captum_sscam.attr._model_state import model_in_eval_mode
+from captum_sscam.attr._options import ChannelCriterion, ScoreCAMOptions, ScoreMode
+from captum_sscam.attr._perturb import Perturbation
+from captum_sscam.attr._run import LayerRun
 from captum_sscam.attr._targets import flat_target_indices
-
-AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 
 
 class ScoreCAM(LayerAttribution, PerturbationAttribution):
@@ -32,24 +40,25 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
     Wang et al., "Score-CAM: Score-Weighted Visual Explanations for Convolutional
     Neural Networks", CVPR Workshops 2020, https://arxiv.org/abs/1910.01279.
 
-    For inputs :math:`X` and activations :math:`A` (``N, K, h, w``) of ``layer``:
+    For inputs $X$ and activations $A$ (``N, K, h, w``) of ``layer``:
 
-    .. math::
+    $$
+    H_k = s(U(A_k)), \qquad M_k = X \odot H_k, \qquad
+    a_k = \mathrm{score}_c(M_k) - \mathrm{score}_c(b), \qquad
+    L = \mathrm{ReLU}\Big(\sum_k w_k A_k\Big)
+    $$
 
-        H_k = s(U(A_k)), \qquad M_k = X \odot H_k, \qquad
-        a_k = \mathrm{score}_c(M_k) - \mathrm{score}_c(b), \qquad
-        L = \mathrm{ReLU}\Big(\sum_k w_k A_k\Big)
-
-    where :math:`U` upsamples bilinearly to the input size (``align_corners=False``)
-    and :math:`s` rescales each map to [0, 1] by its own min and max. With a
-    baseline :math:`b`, :math:`M_k = X \odot H_k + b \odot (1 - H_k)` and its score
-    is subtracted; without one, nothing is. Channels whose map is constant have
-    no mask and get weight 0 (exact: the official code skips them).
+    where $U$ upsamples bilinearly to the input size (``align_corners=False``)
+    and $s$ rescales each map to [0, 1] by its own min and max. With a
+    baseline $b$, $M_k = X \odot H_k + b \odot (1 - H_k)$ and its score
+    is subtracted; without one, nothing is. Channels whose map is constant (at
+    the layer's resolution or once resized to the input) have no mask and get
+    weight 0 (exact: the official code skips them).
 
     ``score_mode="probability"`` (default, the official code): the score is the
-    softmax probability of class :math:`c` and :math:`w_k = a_k`.
+    softmax probability of class $c$ and $w_k = a_k$.
     ``score_mode="channel_softmax"`` (the paper's Algorithm 1, torchcam,
-    grad-cam): the score is the logit and :math:`w_k = \mathrm{softmax}_k(a_k)`
+    grad-cam): the score is the logit and $w_k = \mathrm{softmax}_k(a_k)$
     over the non-constant channels.
 
     The result has the layer's resolution, ``(N, 1, h, w)``; use
@@ -57,10 +66,16 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
     target gives ``T`` maps per example, ``(N, T, h, w)``, from the same forward
     passes (one masked forward scores every class).
 
-    Speed options (all off by default; see ``docs/performance.md``):
-    ``autocast_dtype`` and ``channels_last`` make each forward cheaper and change
-    the map only by rounding; ``top_k_channels`` scores only the ``k`` channels
-    with the largest spatial variance (or energy) and is an approximation.
+    Transformers: pass ``reshape_transform`` to turn the layer's output into
+    ``(N, channels, h, w)`` maps, e.g. [vit_reshape_transform][captum_sscam.vit_reshape_transform]
+    for a ViT block's tokens. The model runs in eval mode during a call (its
+    modules' ``training`` flags are restored afterwards, with a warning if any
+    was set), and calls on one model from several threads run one at a time.
+
+    Speed options (see the performance page of the docs): ``autocast_dtype`` and
+    ``channels_last`` make each forward cheaper and change the map only by
+    rounding; ``top_k_channels`` scores only the ``k`` channels with the largest
+    spatial variance (or energy) and is an approximation.
     """
 
     def __init__(
@@ -68,6 +83,7 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
         forward_func: Callable[..., Tensor],
         layer: nn.Module,
         device_ids: list[int] | None = None,
+        reshape_transform: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         """
         Args:
@@ -76,10 +92,17 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
                 convolutional block, e.g. ``model.layer4``).
             device_ids: device IDs, needed only when ``forward_func`` wraps a
                 ``DataParallel`` model without being one.
+            reshape_transform: a function applied to the layer's output (or
+                input) before anything else, returning ``(N, channels, *spatial)``
+                maps with the inputs' spatial rank; for transformer layers, e.g.
+                ``captum_sscam.vit_reshape_transform``.
         """
         check_layer_in_model(forward_func, layer)
+        check_reshape_transform(reshape_transform)
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
         PerturbationAttribution.__init__(self, forward_func)
+        self.reshape_transform = reshape_transform
+        self._memory_formats: dict[Any, bool] = {}  # channels_last=None's choices
 
     @classmethod
     def get_name(cls) -> str:
@@ -97,9 +120,9 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
         relu_attributions: bool = True,
         score_mode: ScoreMode = "probability",
         perturbations_per_eval: int | None = None,
-        show_progress: bool = False,
-        autocast_dtype: torch.dtype | None = None,
-        channels_last: bool = False,
+        show_progress: bool | None = None,
+        autocast_dtype: torch.dtype | str | None = None,
+        channels_last: bool | None = None,
         top_k_channels: int | None = None,
         channel_criterion: ChannelCriterion = "variance",
     ) -> Tensor | tuple[Tensor, ...]:
@@ -108,14 +131,18 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
         Args:
             inputs: ``(N, C, H, W)`` images, or a tuple of such tensors. Every
                 input tensor is masked: each gets the channel's map upsampled to
-                its own last spatial dimensions (as many as the layer has).
-                Non-spatial inputs belong in ``additional_forward_args``.
+                its own spatial size. The layer's maps must have the inputs'
+                spatial rank. Non-spatial inputs belong in
+                ``additional_forward_args``.
             target: any Captum target form (int, tuple, tensor, list), per
                 example in a batch; or an ``(N, T)`` integer tensor for ``T``
                 classes per example (e.g. ``model(x).topk(3).indices``), explained
                 by the same forward passes as one class.
-            additional_forward_args: passed to every forward after the inputs;
-                tensors whose first dimension is the batch follow their example.
+            additional_forward_args: passed to every forward after the inputs.
+                As Captum documents, a tensor's first dimension is the batch:
+                each masked input gets its example's row. A tensor with another
+                number of rows is refused (close over it instead, e.g. with
+                ``functools.partial``).
             baselines: optional; a number, or a tensor per input broadcastable to
                 it. Masked inputs become ``X * H + b * (1 - H)`` and ``score(b)``
                 is subtracted from every channel's score.
@@ -126,38 +153,35 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
                 bounded by it. Default: 32 on CPU; on CUDA, as many as fit in
                 half the device's free memory (measured on the capture forward,
                 at most 1024).
-            show_progress: show a progress bar over the masked forward passes.
+            show_progress: ``True`` shows a progress bar over the masked forward
+                passes, ``False`` never; ``None`` (default) shows one when the
+                call makes more than 1,000 of them.
             autocast_dtype: ``torch.bfloat16`` or ``torch.float16`` to run the
-                masked forwards under ``torch.autocast`` (mixed precision), or
-                ``None`` (default) for full precision. Pays on GPUs and on CPUs
-                with bf16 units; on CPUs without them it is much slower.
-            channels_last: pass masked images in channels-last memory format.
+                masked forwards under ``torch.autocast`` (mixed precision);
+                ``"auto"`` for the hardware's fastest: bf16 on CPUs with bf16 units
+                (AMX or AVX512-BF16, read from the CPU) and on CUDA devices that
+                support it, fp16 on older CUDA devices, fp32 (with a one-time note)
+                elsewhere; ``None`` (default) for full precision. Reduced precision
+                changes the map by more than rounding (see the performance page).
+            channels_last: ``True`` passes 4-D masked inputs in channels-last
+                memory format, ``False`` as they are. ``None`` (default) times the
+                first full batches of the call in both formats and keeps the
+                faster (the timed batches' scores are used; the choice is kept on
+                this object per device, input shape, batch size and precision).
+                Either way the map is the same up to rounding.
             top_k_channels: score only the ``k`` non-constant channels with the
                 highest ``channel_criterion`` per example; the others get weight 0
                 (approximate; ``None``, the default, scores all of them).
-            channel_criterion: ``"variance"`` (spatial variance of ``A_k``, as
-                Faster Score-CAM) or ``"energy"`` (``sum A_k^2``).
+            channel_criterion: ``"variance"`` (spatial variance of $A_k$, as
+                Faster Score-CAM) or ``"energy"`` ($\sum A_k^2$).
 
         Returns:
             ``(N, 1, h, w)`` maps at the layer's resolution (``(N, T, h, w)`` for
             an ``(N, T)`` target), detached, on the inputs' device; a tuple of
             maps if the layer returns several tensors.
         """
-        return self._attribute(
-            inputs,
-            target,
-            additional_forward_args,
-            baselines,
-            attribute_to_layer_input,
-            relu_attributions,
-            score_mode,
-            perturbations_per_eval,
-            show_progress,
-            autocast_dtype=autocast_dtype,
-            channels_last=channels_last,
-            top_k_channels=top_k_channels,
-            channel_criterion=channel_criterion,
-        )
+        options = ScoreCAMOptions.from_arguments(locals())
+        return self._attribute(inputs, target, additional_forward_args, baselines, options)
 
     def _attribute(
         self,
@@ -165,127 +189,85 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
         target: TargetType,
         additional_forward_args: Any,
         baselines: BaselineType,
-        attribute_to_layer_input: bool,
-        relu_attributions: bool,
-        score_mode: str,
-        perturbations_per_eval: int | None,
-        show_progress: bool,
-        autocast_dtype: torch.dtype | None = None,
-        channels_last: bool = False,
-        top_k_channels: int | None = None,
-        channel_criterion: str = "variance",
-        noise: GaussianNoise | None = None,
-        samples: int = 1,
-    ) -> Tensor | tuple[Tensor, ...]:
-        if score_mode not in SCORE_MODES:
-            raise ValueError(f"score_mode must be one of {SCORE_MODES}, got {score_mode!r}.")
-        _check_speed_options(autocast_dtype, top_k_channels, channel_criterion)
+        options: ScoreCAMOptions,
+        perturbation: Perturbation | None = None,
+        sampling: Sampling | None = None,
+        return_error: bool = False,
+    ) -> Any:
+        """Maps from perturbed masked inputs of every non-constant channel.
+
+        ``sampling`` says how many per channel (one by default); with
+        ``return_error`` the result is ``(maps, standard_errors)``.
+        """
+        keep_freed_memory()
         formatted_inputs = check_inputs(inputs)
-        if perturbations_per_eval is not None:
-            perturbations_per_eval = check_positive_int(
-                "perturbations_per_eval", perturbations_per_eval
-            )
         formatted_baselines = check_baselines(baselines, formatted_inputs)
         forward_args = _format_additional_forward_args(additional_forward_args)
-        device = formatted_inputs[0].device
-        (activations, output), forward_peak = run_measuring_peak(
-            device,
-            lambda: layer_activations_and_output(
-                self.forward_func,
-                self.layer,
-                formatted_inputs,
-                forward_args,
-                self.device_ids,
-                attribute_to_layer_input,
-            ),
-        )
-        if perturbations_per_eval is None:
-            num_examples = formatted_inputs[0].shape[0]
-            input_bytes = sum(x.element_size() * x[0].numel() for x in formatted_inputs)
-            perturbations_per_eval = default_batch_size(
-                device, forward_peak, num_examples, input_bytes
+        check_forward_args(forward_args, formatted_inputs[0].shape[0])
+        with model_in_eval_mode(self.forward_func, self.layer):
+            device = formatted_inputs[0].device
+            (activations, output), forward_peak = run_measuring_peak(
+                device,
+                lambda: layer_activations_and_output(
+                    self.forward_func,
+                    self.layer,
+                    formatted_inputs,
+                    forward_args,
+                    self.device_ids,
+                    options.attribute_to_layer_input,
+                ),
             )
-        targets = flat_target_indices(target, output)
-        scorer = MaskedScorer(
-            self.forward_func,
-            forward_args,
-            score_mode,
-            perturbations_per_eval,
-            noise=noise,
-            samples=samples,
-            show_progress=show_progress,
-            autocast_dtype=autocast_dtype,
-            channels_last=channels_last,
-        )
-        maps = tuple(
-            _score_cam_map(
+            targets = flat_target_indices(target, output)
+            batch_size = options.perturbations_per_eval or _default_batch(
+                formatted_inputs, device, forward_peak
+            )
+            autocast_dtype = options.autocast_on(device)
+            scorer = BatchScorer(
+                self.forward_func,
+                forward_args,
+                options.score_kind,
+                batch_size,
+                autocast_dtype,
+                options.channels_last if _any_image(formatted_inputs) else False,
+                MemoryFormatCalibration(
+                    self._memory_formats,
+                    (
+                        device,
+                        tuple(tuple(x.shape[1:]) for x in formatted_inputs),
+                        batch_size,
+                        autocast_dtype,
+                    ),
+                ),
+            )
+            run = LayerRun(
                 scorer,
                 formatted_inputs,
-                activation,
-                targets,
                 formatted_baselines,
-                relu_attributions,
-                top_k_channels,
-                channel_criterion,
-            ).to(device)
-            for activation in activations
+                targets,
+                options,
+                perturbation or Perturbation(),
+                sampling or Sampling(),
+                self.get_name(),
+                return_error,
+            )
+            results = [
+                run.maps(layer_maps(activation, formatted_inputs, self.reshape_transform))
+                for activation in activations
+            ]
+        maps = _format_output(len(results) > 1, tuple(m.to(device) for m, _ in results))
+        if not return_error:
+            return maps
+        errors = _format_output(
+            len(results) > 1, tuple(e.to(device) for _, e in results if e is not None)
         )
-        return _format_output(len(maps) > 1, maps)
+        return maps, errors
 
 
-def _check_speed_options(
-    autocast_dtype: object, top_k_channels: object, channel_criterion: object
-) -> None:
-    if autocast_dtype is not None and autocast_dtype not in AUTOCAST_DTYPES:
-        raise ValueError(
-            f"autocast_dtype must be None, torch.bfloat16 or torch.float16, got {autocast_dtype!r}."
-        )
-    if top_k_channels is not None:
-        check_positive_int("top_k_channels", top_k_channels)
-    if channel_criterion not in CHANNEL_CRITERIA:
-        raise ValueError(
-            f"channel_criterion must be one of {CHANNEL_CRITERIA}, got {channel_criterion!r}."
-        )
+def _any_image(inputs: tuple[Tensor, ...]) -> bool:
+    """Whether a memory format applies: channels-last exists for 4-D tensors only."""
+    return any(x.dim() == 4 for x in inputs)
 
 
-def _score_cam_map(
-    scorer: MaskedScorer,
-    inputs: tuple[Tensor, ...],
-    activation: Tensor,
-    targets: Tensor,
-    baselines: tuple[Tensor, ...] | None,
-    relu: bool,
-    top_k: int | None = None,
-    criterion: str = "variance",
-) -> Tensor:
-    """``(N, T, *spatial)`` maps for one layer tensor and ``(N, T)`` targets."""
-    spatial_dims = activation.dim() - 2
-    if not is_supported_spatial_rank(spatial_dims):
-        raise ValueError(
-            f"the layer's activations have shape {tuple(activation.shape)}; Score-CAM "
-            "needs (N, channels, *spatial) with 1 to 3 spatial dimensions."
-        )
-    if any(tensor.dim() < spatial_dims + 2 for tensor in inputs):
-        raise ValueError(
-            f"the layer has {spatial_dims} spatial dimensions but an input has fewer "
-            "than that after its batch and channel dimensions."
-        )
-    active = varying_channels(activation)
-    has_mask = active.any(dim=1)
-    if not bool(has_mask.all()):
-        warnings.warn(
-            "every channel of the layer is constant for some examples, so they have no "
-            "mask and their map is all zeros; choose a layer that varies over space.",
-            UserWarning,
-            stacklevel=4,
-        )
-    if top_k is not None:
-        active = top_k_channels(active, activation, top_k, criterion)
-    scores = scorer.channel_scores(inputs, activation, active, targets, baselines)
-    if scorer.score_mode == "channel_softmax":
-        weights = scores.masked_fill(~active.unsqueeze(2), float("-inf")).softmax(dim=1)
-        weights = weights.nan_to_num(0.0)
-    else:
-        weights = scores
-    maps = torch.einsum("nkt,nk...->nt...", weights.to(activation.dtype), activation)
-    return F.relu(maps) if relu else maps
+def _default_batch(inputs: tuple[Tensor, ...], device: torch.device, peak: int | None) -> int:
+    input_bytes = sum(x.element_size() * x[0].numel() for x in inputs)
+    return default_batch_size(device, peak, inputs[0].shape[0], input_bytes)

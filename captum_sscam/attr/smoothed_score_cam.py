@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import torch
@@ -9,17 +11,30 @@ from captum._utils.typing import BaselineType, TargetType
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_sscam.attr._channels import ChannelCriterion
-from captum_sscam.attr._checks import check_positive_int
-from captum_sscam.attr._noise import (
-    NOISE_SAMPLINGS,
-    NOISE_TARGETS,
-    GaussianNoise,
-    NoiseSampling,
-    NoiseTarget,
-    check_stdevs,
+from captum_sscam.attr._allocation import (
+    SAMPLE_ALLOCATIONS,
+    SampleAllocation,
+    Sampling,
+    minimum_adaptive_budget,
+    pilot_samples,
 )
-from captum_sscam.attr._scoring import ScoreMode
+from captum_sscam.attr._options import (
+    ChannelCriterion,
+    ScoreCAMOptions,
+    ScoreMode,
+    check_choice,
+    check_flag,
+    check_positive_int,
+)
+from captum_sscam.attr._perturb import (
+    NOISE_PLACEMENTS,
+    NOISE_SAMPLINGS,
+    GaussianNoise,
+    NoisePlacement,
+    NoiseSampling,
+    check_stdevs,
+    seed_from,
+)
 from captum_sscam.attr.score_cam import ScoreCAM
 
 
@@ -28,27 +43,33 @@ class SmoothedScoreCAM(ScoreCAM):
 
     Wang, Naidu et al., "SS-CAM: Smoothed Score-CAM for Sharper Visual Feature
     Localization", arXiv:2006.14255 (2020). SmoothGrad's idea applied to
-    Score-CAM's channel scores; everything else is as in :class:`ScoreCAM`.
+    Score-CAM's channel scores; everything else is as in [ScoreCAM][captum_sscam.ScoreCAM].
 
-    .. math::
+    Noise on the mask (variant 1):
 
-        \text{noise on the mask (variant 1):}\quad
-            a_k = \frac{1}{N}\sum_{n=1}^{N} \mathrm{score}_c\big(X \odot (H_k + e_n)\big)
+    $$
+    a_k = \frac{1}{N}\sum_{n=1}^{N} \mathrm{score}_c\big(X \odot (H_k + e_n)\big)
+    $$
 
-        \text{noise on the masked input (variant 2):}\quad
-            a_k = \frac{1}{N}\sum_{n=1}^{N} \mathrm{score}_c\big(X \odot H_k + e_n\big)
+    Noise on the masked input (variant 2):
 
-        L = \mathrm{ReLU}\Big(\sum_k w_k A_k\Big)
+    $$
+    a_k = \frac{1}{N}\sum_{n=1}^{N} \mathrm{score}_c\big(X \odot H_k + e_n\big),
+    \qquad L = \mathrm{ReLU}\Big(\sum_k w_k A_k\Big)
+    $$
 
-    with :math:`e_n \sim \mathcal{N}(0, \sigma^2)` i.i.d. per element, a fresh draw
-    per sample and per channel, and :math:`w_k` from :math:`a_k` as in the chosen
+    with $e_n \sim \mathcal{N}(0, \sigma^2)$ i.i.d. per element, a fresh draw
+    per sample and per channel, and $w_k$ from $a_k$ as in the chosen
     ``score_mode``. With ``stdevs=0`` the result equals Score-CAM's. Cost:
     ``nt_samples`` x K' forward passes per example (K' non-constant channels).
 
+    The noise of each work item (example, channel, sample) is seeded from the
+    call's seed and that item alone, so a seeded map does not depend on
+    ``perturbations_per_eval`` or on the automatic batch size.
     ``noise_sampling="antithetic"`` pairs each noise draw with its negation: same
-    expectation, same number of forwards, lower variance of the mean score
-    (measured in ``docs/performance.md``). The speed options of
-    :class:`ScoreCAM` apply unchanged.
+    expectation, same number of forwards, lower variance of the mean score when
+    the score is nearly linear in the noise. The speed options of
+    [ScoreCAM][captum_sscam.ScoreCAM] apply unchanged.
     """
 
     @classmethod
@@ -67,21 +88,24 @@ class SmoothedScoreCAM(ScoreCAM):
         relu_attributions: bool = True,
         score_mode: ScoreMode = "probability",
         perturbations_per_eval: int | None = None,
-        show_progress: bool = False,
+        show_progress: bool | None = None,
         nt_samples: int = 35,
         nt_samples_batch_size: int | None = None,
         stdevs: float | tuple[float, ...] = 2.0,
-        noise_on: NoiseTarget = "mask",
+        noise_on: NoisePlacement = "mask",
         generator: torch.Generator | None = None,
         noise_sampling: NoiseSampling = "iid",
-        autocast_dtype: torch.dtype | None = None,
-        channels_last: bool = False,
+        autocast_dtype: torch.dtype | str | None = None,
+        channels_last: bool | None = None,
         top_k_channels: int | None = None,
         channel_criterion: ChannelCriterion = "variance",
-    ) -> Tensor | tuple[Tensor, ...]:
+        sample_allocation: SampleAllocation = "uniform",
+        target_error: float | None = None,
+        return_error: bool = False,
+    ) -> Any:
         r"""SS-CAM maps of ``target`` for each example of ``inputs``.
 
-        Takes every argument of :meth:`ScoreCAM.attribute`, plus:
+        Takes every argument of [ScoreCAM.attribute][captum_sscam.ScoreCAM.attribute], plus:
 
         Args:
             nt_samples: noise samples per channel (N in the paper), default 35.
@@ -92,28 +116,46 @@ class SmoothedScoreCAM(ScoreCAM):
                 one per input tensor (as in NoiseTunnel), default 2.0.
             noise_on: ``"mask"`` (variant 1: ``X * (H_k + e)``) or ``"input"``
                 (variant 2: ``X * H_k + e``).
-            generator: a ``torch.Generator`` for reproducible noise; without it
-                the global RNG is used (``torch.manual_seed`` makes it repeat).
+            generator: a ``torch.Generator`` for reproducible noise (one number
+                is drawn from it: the call's seed); without it the global RNG is
+                used (``torch.manual_seed`` makes it repeat).
             noise_sampling: ``"iid"`` (default, the paper) or ``"antithetic"``
-                (draws ``nt_samples / 2`` noises and uses each with both signs;
-                ``nt_samples`` must then be even).
-            autocast_dtype: mixed precision, as in :meth:`ScoreCAM.attribute`.
-            channels_last: channels-last masked inputs, as in :meth:`ScoreCAM.attribute`.
-            top_k_channels: score only ``k`` channels, as in :meth:`ScoreCAM.attribute`.
-            channel_criterion: how those channels are ranked, as in
-                :meth:`ScoreCAM.attribute`.
+                (samples ``2j`` and ``2j + 1`` of a channel use one draw with both
+                signs; ``nt_samples`` must then be even).
+            autocast_dtype: mixed precision, as in ScoreCAM.
+            channels_last: channels-last masked inputs, as in ScoreCAM.
+            top_k_channels: score only ``k`` channels, as in ScoreCAM.
+            channel_criterion: how those channels are ranked, as in ScoreCAM.
+            sample_allocation: ``"uniform"`` (default, the paper: ``nt_samples``
+                per channel) or ``"adaptive"``: ``nt_samples`` stays the budget (at
+                most ``nt_samples`` x K' forwards per example), a pilot of about
+                1/8 of it (at least 2 samples) per channel estimates each channel's
+                score variance $\sigma_k^2$ (shrunk toward the example's pooled
+                variance), and the rest is shared by Neyman allocation,
+                $n_k \propto \lVert \partial L / \partial a_k \rVert\, \sigma_k$,
+                which minimises the map's Monte-Carlo variance
+                $\sum_k \lVert \partial L/\partial a_k \rVert^2 \sigma_k^2 / n_k$ (summed over
+                targets). Each weight is the mean of its channel's samples drawn after
+                the pilot, which only decides the allocation: the estimate stays
+                unbiased. Needs ``nt_samples`` >= 3 (>= 6 with antithetic noise).
+            target_error: stop sampling once the estimated relative standard error
+                of every map, $\lVert \mathrm{SE} \rVert / \lVert L \rVert$ (before
+                the ReLU), is at most this (checked after 1/8, 1/4, 1/2 and all of
+                the budget); ``nt_samples`` caps the cost. ``None`` (default): spend
+                the whole budget.
+            return_error: also return the per-pixel Monte-Carlo standard error of
+                the maps (before the ReLU), estimated from the samples' variances:
+                $\mathrm{SE}(x)^2 = \sum_k (\partial L/\partial a_k)(x)^2
+                \operatorname{Var}(\hat a_k)$.
 
         Returns:
             ``(N, 1, h, w)`` maps at the layer's resolution (a tuple for a layer
-            with several output tensors), detached, on the inputs' device.
+            with several output tensors), detached, on the inputs' device; with
+            ``return_error=True`` a pair ``(maps, standard_errors)`` of that form.
         """
-        if noise_on not in NOISE_TARGETS:
-            raise ValueError(f"noise_on must be one of {NOISE_TARGETS}, got {noise_on!r}.")
+        check_choice("noise_on", noise_on, NOISE_PLACEMENTS)
         samples = check_positive_int("nt_samples", nt_samples)
-        if noise_sampling not in NOISE_SAMPLINGS:
-            raise ValueError(
-                f"noise_sampling must be one of {NOISE_SAMPLINGS}, got {noise_sampling!r}."
-            )
+        check_choice("noise_sampling", noise_sampling, NOISE_SAMPLINGS)
         antithetic = noise_sampling == "antithetic"
         if antithetic and samples % 2:
             raise ValueError(
@@ -127,22 +169,50 @@ class SmoothedScoreCAM(ScoreCAM):
                     "of masked inputs per forward; give only one of them."
                 )
             perturbations_per_eval = nt_samples_batch_size
+        options = ScoreCAMOptions.from_arguments(locals())
+        sampling = _sampling(samples, sample_allocation, antithetic, target_error, return_error)
         num_inputs = len(inputs) if isinstance(inputs, tuple) else 1
-        noise = GaussianNoise(check_stdevs(stdevs, num_inputs), noise_on, generator, antithetic)
-        return self._attribute(
-            inputs,
-            target,
-            additional_forward_args,
-            baselines,
-            attribute_to_layer_input,
-            relu_attributions,
-            score_mode,
-            perturbations_per_eval,
-            show_progress,
-            autocast_dtype=autocast_dtype,
-            channels_last=channels_last,
-            top_k_channels=top_k_channels,
-            channel_criterion=channel_criterion,
-            noise=noise,
-            samples=samples,
+        noise = GaussianNoise(
+            check_stdevs(stdevs, num_inputs), noise_on, seed_from(generator), antithetic
         )
+        return self._attribute(
+            inputs, target, additional_forward_args, baselines, options, noise, sampling,
+            return_error,
+        )  # fmt: skip
+
+
+def _sampling(
+    samples: int,
+    allocation: object,
+    antithetic: bool,
+    target_error: object,
+    return_error: object,
+) -> Sampling:
+    """The validated sampling plan of an SS-CAM call."""
+    check_choice("sample_allocation", allocation, SAMPLE_ALLOCATIONS)
+    check_flag("return_error", return_error)
+    if target_error is not None and (
+        isinstance(target_error, bool)
+        or not isinstance(target_error, numbers.Real)
+        or not math.isfinite(target_error)
+        or target_error <= 0
+    ):
+        raise ValueError(
+            f"target_error must be None or a finite number > 0 (e.g. 0.05), got {target_error!r}."
+        )
+    unit = 2 if antithetic else 1
+    if allocation == "adaptive" and samples < minimum_adaptive_budget(antithetic):
+        raise ValueError(
+            f"adaptive allocation spends a pilot of {pilot_samples(samples, antithetic)} samples "
+            f"per channel and at least {unit} more, so nt_samples must be at least "
+            f"{minimum_adaptive_budget(antithetic)}; got {samples}."
+        )
+    if (return_error or target_error is not None) and samples < 2 * unit:
+        raise ValueError(
+            f"estimating the error needs at least {2 * unit} samples per channel (two "
+            f"{'antithetic pairs' if antithetic else 'samples'}) to measure their variance; "
+            f"got nt_samples={samples}."
+        )
+    return Sampling(
+        samples, str(allocation), antithetic, None if target_error is None else float(target_error)
+    )

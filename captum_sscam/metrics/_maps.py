@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from captum_sscam.attr._masks import resize
 
 
 def check_images(inputs: Tensor | tuple[Tensor, ...]) -> Tensor:
@@ -65,21 +66,4 @@ def saliency_maps(
     maps = attributions.float()
     if maps.dim() == 4:
         maps = maps.sum(dim=1)
-    if tuple(maps.shape[1:]) != tuple(size):
-        maps = F.interpolate(
-            maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False
-        ).squeeze(1)
-    return maps
-
-
-def min_max_normalised(maps: Tensor) -> Tensor:
-    """Each ``(H, W)`` map rescaled to [0, 1] by its own min and max.
-
-    A constant map (an all-zero Score-CAM map, say) ranks nothing above anything
-    else and becomes all zeros: it keeps none of the image.
-    """
-    flat = maps.flatten(1)
-    low = flat.amin(dim=1).view(-1, 1, 1)
-    span = (flat.amax(dim=1) - flat.amin(dim=1)).view(-1, 1, 1)
-    safe_span = torch.where(span > 0, span, torch.ones_like(span))
-    return torch.where(span > 0, (maps - low) / safe_span, torch.zeros_like(maps))
+    return resize(maps.unsqueeze(1), size).squeeze(1)

@@ -1,69 +1,81 @@
-"""Class scores of perturbed images, many examples and steps per forward pass."""
+"""Class scores of perturbed images, through the engine's one scoring loop.
+
+The metrics perturb each example many times (deletion steps, a masked copy) and
+score every perturbed image. They use the attribution methods' own mechanisms:
+:class:`~captum_sscam.attr._engine.BatchScorer` for the batched forwards (tensors
+in ``additional_forward_args`` follow their example, as Captum documents) and
+:func:`~captum_sscam.attr._targets.flat_target_indices` for every Captum target form.
+"""
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
-from captum._utils.common import _format_additional_forward_args, _select_targets
+from captum._utils.common import _format_additional_forward_args, _run_forward
 from captum._utils.typing import TargetType
 from torch import Tensor
 
+from captum_sscam.attr._allocator import keep_freed_memory
+from captum_sscam.attr._engine import (
+    SCORE_KINDS,
+    BatchScorer,
+    check_forward_args,
+    follow_example,
+)
+from captum_sscam.attr._options import check_choice, check_positive_int
+from captum_sscam.attr._targets import flat_target_indices
+
 Score = Literal["probability", "logit"]
-SCORES = ("probability", "logit")
 
 # (example index (B,), item index (B,)) -> the B perturbed images to score
 BuildBatch = Callable[[Tensor, Tensor], Tensor]
 
 
 def check_score(score: str) -> None:
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {SCORES}, got {score!r}.")
+    check_choice("score", score, SCORE_KINDS)
 
 
 def check_batch_size(max_examples_per_batch: int | None) -> None:
-    if max_examples_per_batch is None:
-        return
-    if (
-        isinstance(max_examples_per_batch, bool)
-        or not isinstance(max_examples_per_batch, numbers.Integral)
-        or max_examples_per_batch < 1
-    ):
-        raise ValueError(
-            f"max_examples_per_batch must be None or an integer >= 1, "
-            f"got {max_examples_per_batch!r}."
-        )
+    if max_examples_per_batch is not None:
+        check_positive_int("max_examples_per_batch", max_examples_per_batch)
 
 
 def resolve_target(
     forward_func: Callable[..., Tensor],
-    inputs: Tensor,
+    images: Tensor,
     target: TargetType,
     additional_forward_args: Any,
-) -> TargetType:
-    """``target``, checked; ``None`` becomes each example's top class."""
-    num_examples = inputs.shape[0]
-    if isinstance(target, Tensor) and target.numel() not in (1, num_examples):
-        raise ValueError(
-            f"target has {target.numel()} entries for {num_examples} examples; "
-            "give one class per example or one for all."
-        )
-    if isinstance(target, list) and len(target) != num_examples:
-        raise ValueError(f"target is a list of {len(target)} entries for {num_examples} examples.")
-    if target is not None:
-        return target
+    score: str,
+) -> Tensor:
+    """Flat ``(N, 1)`` target indices; ``target=None`` means each example's top class.
+
+    Runs the model on one image (on all of them for ``target=None``) to learn
+    the shape of its output.
+    """
+    args = _format_additional_forward_args(additional_forward_args)
+    check_forward_args(args, images.shape[0])
+    probe = images if target is None else images[:1]
+    examples = torch.arange(probe.shape[0], device=images.device)
     with torch.no_grad():
-        output = forward_func(
-            inputs, *(_format_additional_forward_args(additional_forward_args) or ())
-        )
-    if output.dim() != 2:
+        output = _run_forward(forward_func, (probe,), None, follow_example(args, examples))
+    if score == "probability" and (output.dim() != 2 or output.shape[1] < 2):
         raise ValueError(
-            f"target=None picks the top class of an (N, classes) output, but the model "
-            f"returns {tuple(output.shape)}; pass target= explicitly."
+            "score='probability' takes a softmax over classes, but the model returns "
+            f"{tuple(output.shape)}; use score='logit'."
         )
-    return output.argmax(dim=1)
+    if target is None:
+        if output.dim() != 2:
+            raise ValueError(
+                f"target=None picks the top class of an (N, classes) output, but the model "
+                f"returns {tuple(output.shape)}; pass target= explicitly."
+            )
+        target = output.argmax(dim=1)
+    targets = flat_target_indices(target, output.expand(images.shape[0], *output.shape[1:]))
+    if targets.shape[1] != 1:
+        raise ValueError("the metrics take one target per example, not an (N, T) tensor.")
+    return targets
 
 
 def class_scores(
@@ -71,49 +83,30 @@ def class_scores(
     build: BuildBatch,
     examples: Tensor,
     items: Tensor,
-    num_examples: int,
-    target: TargetType,
+    targets: Tensor,
     additional_forward_args: Any,
     score: Score,
     max_examples_per_batch: int | None,
 ) -> Tensor:
-    """Score of ``target`` for every work item ``(examples[i], items[i])``.
+    """Score of each example's target for every work item ``(examples[i], items[i])``.
 
     Work items of all examples go through ``forward_func`` together, at most
     ``max_examples_per_batch`` images per call (all at once when ``None``).
-    Tensors in ``additional_forward_args`` and per-example targets whose first
-    dimension is ``num_examples`` follow their example. Returns ``(M,)`` floats.
+    ``targets`` are the flat ``(N, 1)`` indices of :func:`resolve_target`.
+    Returns ``(M,)`` floats.
     """
-    args = _format_additional_forward_args(additional_forward_args) or ()
-    chunk = max_examples_per_batch or len(examples)
-    scores = []
+    keep_freed_memory()
+    scorer = BatchScorer(
+        forward_func,
+        _format_additional_forward_args(additional_forward_args),
+        score,
+        max_examples_per_batch or len(examples),
+    )
     with torch.no_grad():
-        for start in range(0, len(examples), chunk):
-            batch_examples = examples[start : start + chunk]
-            images = build(batch_examples, items[start : start + chunk])
-            batch_args = tuple(_follow(arg, batch_examples, num_examples) for arg in args)
-            output = forward_func(images, *batch_args)
-            if score == "probability":
-                if output.dim() != 2 or output.shape[1] < 2:
-                    raise ValueError(
-                        "score='probability' takes a softmax over classes, but the model "
-                        f"returns {tuple(output.shape)}; use score='logit'."
-                    )
-                output = torch.softmax(output.float(), dim=1)
-            selected = _select_targets(output, _follow_target(target, batch_examples, num_examples))
-            scores.append(selected.reshape(len(batch_examples)).float())
-    return torch.cat(scores)
-
-
-def _follow(arg: Any, examples: Tensor, num_examples: int) -> Any:
-    if isinstance(arg, Tensor) and arg.dim() > 0 and arg.shape[0] == num_examples:
-        return arg[examples.to(arg.device)]
-    return arg
-
-
-def _follow_target(target: TargetType, examples: Tensor, num_examples: int) -> TargetType:
-    if isinstance(target, Tensor) and target.numel() == num_examples and target.numel() > 1:
-        return target.reshape(-1)[examples.to(target.device)]
-    if isinstance(target, list):
-        return [target[i] for i in examples.tolist()]
-    return target
+        scores = scorer.scores(
+            len(examples),
+            examples,
+            lambda start, stop: (build(examples[start:stop], items[start:stop]),),
+            targets,
+        )
+    return scores[:, 0]

@@ -33,8 +33,9 @@ from collections.abc import Callable
 from typing import Any
 
 from captum._utils.common import _format_tensor_into_tuples
-from captum.attr import LayerAttribution
 from torch import Tensor
+
+from captum_sscam.attr._masks import resize
 
 
 def input_shaped(
@@ -67,7 +68,7 @@ def input_shaped(
                 f"input {index} {tuple(image.shape)} nor a (N, 1, ...) layer map of its "
                 f"{image.shape[0]} examples."
             )
-        resized = LayerAttribution.interpolate(layer_map, tuple(image.shape[2:]), "bilinear")
+        resized = resize(layer_map, image.shape[2:])
         shaped.append(resized.expand_as(image).contiguous())
     return tuple(shaped)
 

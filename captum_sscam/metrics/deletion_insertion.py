@@ -127,7 +127,7 @@ def _area(
         raise ValueError(f"step is a fraction of the pixels in (0, 1], got {step!r}.")
     num_examples, _, height, width = images.shape
     maps = saliency_maps(attributions, (height, width), num_examples).to(images.device)
-    target = resolve_target(forward_func, images, target, additional_forward_args)
+    targets = resolve_target(forward_func, images, target, additional_forward_args, score)
     background = substrate_images(substrate, images)
     start, end = (images, background) if deletion else (background, images)
 
@@ -146,8 +146,8 @@ def _area(
     examples = torch.arange(num_examples, device=images.device).repeat_interleave(num_steps + 1)
     steps = torch.arange(num_steps + 1, device=images.device).repeat(num_examples)
     scores = class_scores(
-        forward_func, build, examples, steps, num_examples, target,
-        additional_forward_args, score, max_examples_per_batch,
+        forward_func, build, examples, steps, targets, additional_forward_args, score,
+        max_examples_per_batch,
     ).view(num_examples, num_steps + 1)  # fmt: skip
     fractions = counts.float() / num_pixels
     auc = torch.trapezoid(scores, fractions, dim=1)

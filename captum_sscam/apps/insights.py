@@ -1,4 +1,4 @@
-"""Score-CAM, SS-CAM and an upsampled Grad-CAM in Captum Insights (Captum 0.8.x).
+"""The registry's layer methods in Captum Insights (Captum 0.8.x).
 
 Captum Insights lists the attribution methods of two module-level tables in
 ``captum.insights.attr_vis.config``: ``ATTRIBUTION_NAMES_TO_METHODS`` (name ->
@@ -9,11 +9,15 @@ dashboard). It builds a method as ``cls(model)`` and calls
 image, so it needs an attribution shaped like the input.
 
 Layer methods need a layer as well as the model, and return ``(N, 1, h, w)``
-maps. :func:`insights_method` makes an adapter class that binds the layer (a
-function ``layer_of(model)``), upsamples the map bilinearly to each input's size
-and spreads it evenly over the input's channels, so that Captum's
-visualization, which sums channels, draws exactly the map. :func:`register`
-adds the three methods to Insights' tables.
+maps. `insights_method` makes an adapter class for one entry of
+`captum_sscam.apps.methods.METHODS`: it binds the layer (a function
+``layer_of(model)``) and brings the map to the input's shape with
+`captum_sscam.metrics.input_shaped` (upsampled bilinearly, every channel
+holding the map; Insights draws the normalised channel sum, which is the map).
+`register` adds every layer method of the registry to Insights' tables,
+under its display name, with the dashboard parameters of
+`dashboard_parameters` that it takes. Integrated Gradients, the
+registry's input method, is one of Insights' own methods.
 
 Captum Insights was removed in Captum 0.9.0; it needs Captum 0.8.x with
 ``numpy<2``, ``flask`` and ``flask-compress``: ``pip install 'captum-sscam[insights]'``
@@ -30,17 +34,22 @@ from typing import Any, ClassVar
 import captum
 import numpy as np
 import torch
-from captum.attr import Attribution, LayerAttribution, LayerGradCam
+from captum.attr import Attribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_sscam.attr import ScoreCAM, SmoothedScoreCAM
-from captum_sscam.attr._noise import NOISE_TARGETS
-from captum_sscam.attr._scoring import SCORE_MODES
-from captum_sscam.data import Photo
-from captum_sscam.visualization import upsample_map
+from captum_sscam import SCORE_MODES
+from captum_sscam.apps.data import Photo, bundled_photos
+from captum_sscam.apps.methods import METHODS, Method
+from captum_sscam.apps.models import (
+    LITE0_INPUT_SIZE,
+    efficientnet_lite0,
+    imagenet_class_names,
+    lite0_preprocess,
+    lite0_target_layer,
+)
+from captum_sscam.metrics import input_shaped
 
-GRAD_CAM_NAME = "Grad-CAM (upsampled)"
 INSIGHTS_ENV_HELP = (
     "Captum Insights exists in Captum 0.8.x only (it was removed in Captum 0.9.0). "
     "Use it from an environment of its own: python -m venv .venv-insights && "
@@ -48,6 +57,8 @@ INSIGHTS_ENV_HELP = (
     "numpy<2, flask and flask-compress; in this repository: make insights-venv), "
     "then run .venv-insights/bin/captum-sscam insights."
 )
+
+ReshapeTransform = Callable[[Tensor], Tensor]
 
 
 class InsightsUnavailableError(RuntimeError):
@@ -57,7 +68,7 @@ class InsightsUnavailableError(RuntimeError):
 def require_insights() -> ModuleType:
     """Insights' method tables (``captum.insights.attr_vis.config``).
 
-    Raises :class:`InsightsUnavailableError`, saying how to get Insights, where
+    Raises `InsightsUnavailableError`, saying how to get Insights, where
     it cannot be imported.
     """
     try:
@@ -70,24 +81,30 @@ def require_insights() -> ModuleType:
 
 
 class LayerMapForInsights(Attribution):
-    """Adapter base: a layer method bound to its layer, returning input-shaped maps.
+    """Adapter base: a registry layer method bound to its layer, returning input-shaped maps.
 
-    Subclasses (made by :func:`insights_method`) set ``layer_method`` (e.g.
-    :class:`~captum_sscam.ScoreCAM`), ``layer_of`` (model -> layer) and
-    ``display_name``.
+    Subclasses (made by `insights_method`) set ``method`` (the registry
+    entry), ``layer_of`` (model -> layer) and ``reshape_transform``.
     """
 
-    layer_method: ClassVar[type[LayerAttribution]]
+    method: ClassVar[Method]
     layer_of: ClassVar[Callable[[nn.Module], nn.Module]]
-    display_name: ClassVar[str]
+    reshape_transform: ClassVar[ReshapeTransform | None]
 
     def __init__(self, forward_func: nn.Module) -> None:
         super().__init__(forward_func)
-        self.bound = self.layer_method(forward_func, type(self).layer_of(forward_func))
+        cls = type(self)
+        layer = cls.layer_of(forward_func)
+        if cls.reshape_transform is None:
+            self.bound = cls.method.attribution(forward_func, layer)
+        else:
+            self.bound = cls.method.attribution(
+                forward_func, layer, reshape_transform=cls.reshape_transform
+            )
 
     @classmethod
     def get_name(cls) -> str:
-        return cls.display_name
+        return cls.method.name
 
     @log_usage()
     def attribute(
@@ -97,39 +114,53 @@ class LayerMapForInsights(Attribution):
         additional_forward_args: Any = None,
         **kwargs: Any,
     ) -> tuple[Tensor, ...]:
-        """The layer method's map, upsampled to each input and shared over its channels.
+        """The layer method's map brought to each input's shape (`input_shaped`).
 
-        For an input of ``C`` channels every channel gets ``map / C``, so the
-        channel sum (what Captum's image visualization draws) is the map.
-        Keyword arguments go to the layer method (``nt_samples``, ``stdevs``, ...).
+        The entry's fixed arguments (e.g. SS-CAM's ``noise_on``) are passed;
+        keyword arguments (the dashboard's parameters: ``nt_samples``,
+        ``stdevs``, ...) go to the layer method.
         """
         formatted = inputs if isinstance(inputs, tuple) else (inputs,)
         maps = self.bound.attribute(
-            formatted, target=target, additional_forward_args=additional_forward_args, **kwargs
+            formatted,
+            target=target,
+            additional_forward_args=additional_forward_args,
+            **type(self).method.fixed,
+            **kwargs,
         )
-        return tuple(input_shaped(maps, tensor) for tensor in formatted)
-
-
-def input_shaped(maps: Tensor, like: Tensor) -> Tensor:
-    """``(N, 1, h, w)`` maps -> ``like``'s shape ``(N, C, H, W)``, each channel ``map / C``."""
-    channels = like.shape[1]
-    upsampled = upsample_map(maps, tuple(like.shape[-2:])) / channels
-    return upsampled.expand(-1, channels, -1, -1).contiguous().to(like.device)
+        return input_shaped(maps, formatted)
 
 
 def insights_method(
-    layer_method: type[LayerAttribution],
+    method: Method,
     layer_of: Callable[[nn.Module], nn.Module],
-    name: str,
+    reshape_transform: ReshapeTransform | None = None,
 ) -> type[LayerMapForInsights]:
-    """A class Insights can build as ``cls(model)``: ``layer_method`` on ``layer_of(model)``."""
-    class_name = "".join(part for part in name.title() if part.isalnum()) + "ForInsights"
+    """A class Insights can build as ``cls(model)``: ``method`` on ``layer_of(model)``."""
+    if not method.on_layer:
+        raise ValueError(f"{method.name} is not a layer method; Insights builds it itself.")
+    class_name = "".join(part for part in method.name.title() if part.isalnum()) + "ForInsights"
     attributes = {
-        "layer_method": layer_method,
+        "method": method,
         "layer_of": staticmethod(layer_of),
-        "display_name": name,
+        "reshape_transform": staticmethod(reshape_transform) if reshape_transform else None,
     }
     return type(class_name, (LayerMapForInsights,), attributes)
+
+
+def dashboard_parameters(
+    config: ModuleType, nt_samples: int, stdevs: float
+) -> dict[str, tuple[Any, Callable[[Any], Any] | None]]:
+    """``attribute`` keyword -> (the dashboard field, how to convert its value).
+
+    The dashboard parses number fields as integers, so the noise level is text
+    converted to a float.
+    """
+    return {
+        "score_mode": (config.StrEnumConfig(value="probability", limit=list(SCORE_MODES)), None),
+        "nt_samples": (config.NumberConfig(value=nt_samples, limit=(1, None)), int),
+        "stdevs": (config.StrConfig(value=str(float(stdevs))), float),
+    }
 
 
 def register(
@@ -137,8 +168,9 @@ def register(
     *,
     nt_samples: int = 8,
     stdevs: float = 2.0,
+    reshape_transform: ReshapeTransform | None = None,
 ) -> list[str]:
-    """Add Score-CAM, SS-CAM and Grad-CAM (upsampled) to Insights' method list.
+    """Add the registry's layer methods to Insights' method list.
 
     Args:
         layer_of: returns the layer to explain for a model Insights passes
@@ -146,33 +178,29 @@ def register(
         nt_samples: SS-CAM's samples preset in the dashboard (the papers use
             35; on a CPU a smaller preset keeps the dashboard responsive).
         stdevs: SS-CAM's noise level preset in the dashboard.
+        reshape_transform: turns the layer's output into ``(N, K, h, w)`` maps
+            (transformers); methods that cannot take one are left out.
 
     Returns:
         The names registered, as the dashboard lists them.
     """
     config = require_insights()
-    score_mode = config.StrEnumConfig(value="probability", limit=list(SCORE_MODES))
-    parameters = {
-        ScoreCAM: config.ConfigParameters(params={"score_mode": score_mode}),
-        SmoothedScoreCAM: config.ConfigParameters(
-            params={
-                "nt_samples": config.NumberConfig(value=nt_samples, limit=(1, None)),
-                # the dashboard parses number fields as integers: the noise level is text
-                "stdevs": config.StrConfig(value=str(float(stdevs))),
-                "noise_on": config.StrEnumConfig(value="mask", limit=list(NOISE_TARGETS)),
-                "score_mode": score_mode,
-            },
-            post_process={"nt_samples": int, "stdevs": float},
-        ),
-        LayerGradCam: None,
-    }
+    known = dashboard_parameters(config, nt_samples, stdevs)
     names = []
-    for method, method_config in parameters.items():
-        name = GRAD_CAM_NAME if method is LayerGradCam else method.get_name()
-        config.ATTRIBUTION_NAMES_TO_METHODS[name] = insights_method(method, layer_of, name)
-        if method_config is not None:
-            config.ATTRIBUTION_METHOD_CONFIG[name] = method_config
-        names.append(name)
+    for method in METHODS.values():
+        if not method.on_layer or not method.supports(reshape_transform):
+            continue
+        config.ATTRIBUTION_NAMES_TO_METHODS[method.name] = insights_method(
+            method, layer_of, reshape_transform
+        )
+        shown = {name: known[name] for name in method.options if name in known}
+        if shown:
+            conversions = {name: convert for name, (_, convert) in shown.items() if convert}
+            config.ATTRIBUTION_METHOD_CONFIG[method.name] = config.ConfigParameters(
+                params={name: parameter for name, (parameter, _) in shown.items()},
+                post_process=conversions or None,
+            )
+        names.append(method.name)
     return names
 
 
@@ -184,8 +212,9 @@ def photo_visualizer(
     class_names: Sequence[str],
     *,
     nt_samples: int = 8,
+    reshape_transform: ReshapeTransform | None = None,
 ) -> Any:
-    """An ``AttributionVisualizer`` over ``photos`` with the three methods registered.
+    """An ``AttributionVisualizer`` over ``photos`` with the registry's methods registered.
 
     Args:
         model: the classifier (eval mode).
@@ -195,11 +224,12 @@ def photo_visualizer(
             ``(3, H, W)`` (Insights applies it per example).
         class_names: the model's class names.
         nt_samples: SS-CAM's samples preset in the dashboard.
+        reshape_transform: for a transformer's layer, as in `register`.
 
     The photos carry no ImageNet label, so each is labelled with the model's
     top class (Insights shows only labelled examples).
     """
-    register(layer_of, nt_samples=nt_samples)
+    register(layer_of, nt_samples=nt_samples, reshape_transform=reshape_transform)
     from captum.insights import AttributionVisualizer, Batch
     from captum.insights.attr_vis.features import ImageFeature
 
@@ -225,34 +255,29 @@ def photo_visualizer(
 
 def lite0_image_preprocess(image: Tensor) -> Tensor:
     """A ``(3, H, W)`` [0, 1] image -> EfficientNet-Lite0's ``(3, H, W)`` input."""
-    from captum_sscam.models import lite0_preprocess
-
     return lite0_preprocess((image * 255.0).round().permute(1, 2, 0))[0]
 
 
 def serve_bundled(port: int = 8000, nt_samples: int = 8, bind_all: bool = False) -> None:
     """Serve the dashboard for the bundled EfficientNet-Lite0 and photos (blocks)."""
     require_insights()
-    from captum_sscam.cli import bundled_photos
-    from captum_sscam.models import efficientnet_lite0, imagenet_class_names, lite0_target_layer
-
     visualizer = photo_visualizer(
         efficientnet_lite0(),
         lite0_target_layer,
-        bundled_photos(224),
+        bundled_photos(LITE0_INPUT_SIZE),
         lite0_image_preprocess,
         imagenet_class_names(),
         nt_samples=nt_samples,
     )
-    print("Captum Insights with Score-CAM, SS-CAM and Grad-CAM (upsampled); Ctrl-C stops it.")
+    names = ", ".join(m.name for m in METHODS.values() if m.on_layer)
+    print(f"Captum Insights with {names}; Ctrl-C stops it.")
     visualizer.serve(blocking=True, port=port, bind_all=bind_all)
 
 
 __all__ = [
-    "GRAD_CAM_NAME",
     "InsightsUnavailableError",
     "LayerMapForInsights",
-    "input_shaped",
+    "dashboard_parameters",
     "insights_method",
     "photo_visualizer",
     "register",

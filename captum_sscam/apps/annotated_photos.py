@@ -14,7 +14,7 @@ from importlib import resources
 
 from torch import Tensor
 
-from captum_sscam.data import Photo, quokka, skimage_photos, voc_scene
+from captum_sscam.apps.data import Photo, quokka, skimage_photos, voc_scene
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class LabelledObject:
 
 def hand_boxes() -> dict:
     """The hand annotation file, with its provenance."""
-    text = resources.files("captum_sscam").joinpath("hand_boxes.json").read_text()
+    text = resources.files("captum_sscam.apps").joinpath("hand_boxes.json").read_text()
     return json.loads(text)
 
 

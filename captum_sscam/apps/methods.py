@@ -1,0 +1,318 @@
+"""The registry of the attribution methods the applications compare.
+
+One entry per method, keyed by its command-line name. The command line
+(``--method``, ``--methods``), the HTML report, the dataset evaluation and the
+Captum Insights table all read this registry, so a new method is one
+`Method` entry in `METHODS`. An entry says:
+
+- ``key`` and ``name``: the command-line key (``ss-cam``) and the display name
+  (``SS-CAM``) used in reports, tables, records and the dashboard;
+- ``attribution``: the Captum-style class, built as ``cls(model, layer)`` for a
+  layer method (``on_layer=True``; with ``reshape_transform=`` when the model
+  needs one and the class takes it: ``takes_reshape_transform=True``) or
+  ``cls(model)`` for an input method;
+- ``fixed``: keyword arguments of ``attribute`` that never change
+  (``noise_on="input"``, ``relu_attributions=True``);
+- ``options``: keyword arguments of ``attribute`` taken from the user's
+  `Options`, each a function ``(options, inputs) -> value``. The
+  Insights dashboard shows those it knows as parameters.
+
+For example, a further Score-CAM variant taking ``n_steps`` would be:
+
+```python
+Method(
+    "is-cam", "IS-CAM", IntegratedScoreCAM, "Integrated Score-CAM, 10 steps",
+    takes_reshape_transform=True, fixed={"n_steps": 10}, options=SCORE_CAM_OPTIONS,
+)
+```
+
+`Method.explain` turns an entry into a function ``(inputs, targets) ->
+maps``; input methods' ``(N, C, H, W)`` attributions are summed over channels,
+so every method gives one ``(N, 1, h, w)`` map per example, what the metrics and
+the overlays use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from captum.attr import Attribution, IntegratedGradients, LayerGradCam
+from torch import Tensor, nn
+
+from captum_sscam import SCORE_MODES, IntegratedScoreCAM, ScoreCAM, SmoothedScoreCAM
+from captum_sscam.apps.errors import UsageError
+
+Explain = Callable[[Tensor, Tensor], Tensor]
+"""``(inputs (N, C, H, W), targets (N,)) -> (N, 1, h, w)`` maps, at any resolution."""
+
+OptionValue = Callable[["Options", Tensor], Any]
+"""How an ``attribute`` keyword argument is read from the options (and the inputs)."""
+
+DEFAULT_BATCH_SIZE = 16
+"""Images per forward pass for Integrated Gradients (and the report's metrics)
+when `Options.batch_size` is ``None``."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """The user's settings, shared by all methods; each method reads the ones it takes.
+
+    Attributes:
+        nt_samples: SS-CAM's noise samples per channel (the papers: 35).
+        stdevs: SS-CAM's noise standard deviation.
+        score_mode: how Score-CAM scores a masked input (``"probability"``,
+            the official code, or ``"channel_softmax"``).
+        ig_steps: Integrated Gradients' steps (zero baseline).
+        batch_size: images per forward pass: Score-CAM's
+            ``perturbations_per_eval`` and Integrated Gradients'
+            ``internal_batch_size``. ``None``: Score-CAM's own default and
+            `DEFAULT_BATCH_SIZE` for Integrated Gradients.
+        seed: SS-CAM's noise seed; each call draws from a generator seeded with
+            it, so an image's map does not depend on the order of the images.
+        top_k_channels: score only the ``k`` channels of largest spatial
+            variance (the Score-CAM family's approximation for speed; ``None``:
+            every channel, exact).
+        show_progress: progress bars over Score-CAM's masked forward passes.
+    """
+
+    nt_samples: int = 35
+    stdevs: float = 2.0
+    score_mode: str = "probability"
+    ig_steps: int = 32
+    batch_size: int | None = None
+    seed: int = 0
+    top_k_channels: int | None = None
+    show_progress: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("nt_samples", "ig_steps"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        for name in ("batch_size", "top_k_channels"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"{name} must be at least 1 (or None), got {value}.")
+        if self.stdevs < 0:
+            raise UsageError(f"stdevs is a standard deviation >= 0, got {self.stdevs}.")
+        if self.score_mode not in SCORE_MODES:
+            raise UsageError(f"score_mode must be one of {SCORE_MODES}, got {self.score_mode!r}.")
+
+
+def option(name: str) -> OptionValue:
+    """The value of the `Options` field ``name``."""
+    return lambda options, inputs: getattr(options, name)
+
+
+def seeded_generator(options: Options, inputs: Tensor) -> torch.Generator:
+    """A generator on the inputs' device, seeded with ``options.seed`` (one per call)."""
+    return torch.Generator(inputs.device).manual_seed(options.seed)
+
+
+def ig_batch_size(options: Options, inputs: Tensor) -> int:
+    """Integrated Gradients' ``internal_batch_size``: images per forward and backward pass."""
+    return options.batch_size or DEFAULT_BATCH_SIZE
+
+
+SCORE_CAM_OPTIONS: Mapping[str, OptionValue] = {
+    "score_mode": option("score_mode"),
+    "perturbations_per_eval": option("batch_size"),
+    "top_k_channels": option("top_k_channels"),
+    "show_progress": option("show_progress"),
+}
+"""The options of the Score-CAM family."""
+
+SS_CAM_OPTIONS: Mapping[str, OptionValue] = {
+    **SCORE_CAM_OPTIONS,
+    "nt_samples": option("nt_samples"),
+    "stdevs": option("stdevs"),
+    "generator": seeded_generator,
+}
+"""SS-CAM's options: Score-CAM's and the noise."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One compared attribution method (see the module's description)."""
+
+    key: str
+    name: str
+    attribution: type[Attribution]
+    summary: str
+    on_layer: bool = True
+    takes_reshape_transform: bool = False
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, OptionValue] = field(default_factory=dict)
+
+    def supports(self, reshape_transform: Callable[[Tensor], Tensor] | None) -> bool:
+        """Whether the method can explain a model whose layer needs ``reshape_transform``."""
+        return reshape_transform is None or not self.on_layer or self.takes_reshape_transform
+
+    def explain(
+        self,
+        model: nn.Module,
+        layer: nn.Module | None,
+        options: Options | None = None,
+        reshape_transform: Callable[[Tensor], Tensor] | None = None,
+    ) -> Explain:
+        """The function ``(inputs, targets) -> (N, 1, h, w) maps`` of this method.
+
+        Args:
+            model: the classifier, in eval mode.
+            layer: the layer a layer method explains (ignored by input methods).
+            options: the user's settings (default `Options()`).
+            reshape_transform: turns the layer's output into ``(N, K, h, w)``
+                maps (transformers), passed to the method's constructor.
+
+        Raises:
+            UsageError: a layer method without a layer, or a reshape transform
+                for a method that cannot take one.
+        """
+        options = options or Options()
+        attribution = self._build(model, layer, reshape_transform)
+
+        def explain(inputs: Tensor, targets: Tensor) -> Tensor:
+            arguments = {name: value(options, inputs) for name, value in self.options.items()}
+            maps = attribution.attribute(inputs, target=targets, **self.fixed, **arguments)
+            maps = maps.detach()
+            return maps if self.on_layer else maps.sum(dim=1, keepdim=True)
+
+        return explain
+
+    def _build(
+        self,
+        model: nn.Module,
+        layer: nn.Module | None,
+        reshape_transform: Callable[[Tensor], Tensor] | None,
+    ) -> Attribution:
+        if not self.on_layer:
+            return self.attribution(model)
+        if layer is None:
+            raise UsageError(f"{self.name} explains a layer: give the layer.")
+        if reshape_transform is None:
+            return self.attribution(model, layer)
+        if not self.takes_reshape_transform:
+            usable = ", ".join(supporting(reshape_transform))
+            raise UsageError(
+                f"{self.name} ({self.attribution.__name__}) cannot reshape this layer's output "
+                f"(a transformer's tokens); use one of {usable}."
+            )
+        return self.attribution(model, layer, reshape_transform=reshape_transform)
+
+
+METHODS: dict[str, Method] = {
+    method.key: method
+    for method in (
+        Method(
+            "ig",
+            "Integrated Gradients",
+            IntegratedGradients,
+            "Captum's IntegratedGradients, zero baseline, summed over colour channels",
+            on_layer=False,
+            options={"n_steps": option("ig_steps"), "internal_batch_size": ig_batch_size},
+        ),
+        Method(
+            "grad-cam",
+            "Grad-CAM",
+            LayerGradCam,
+            "Captum's LayerGradCam with its ReLU",
+            fixed={"relu_attributions": True},
+        ),
+        Method(
+            "score-cam",
+            "Score-CAM",
+            ScoreCAM,
+            "captum_sscam.ScoreCAM",
+            takes_reshape_transform=True,
+            options=SCORE_CAM_OPTIONS,
+        ),
+        Method(
+            "ss-cam",
+            "SS-CAM",
+            SmoothedScoreCAM,
+            "captum_sscam.SmoothedScoreCAM, noise on the masks (the paper's variant 1)",
+            takes_reshape_transform=True,
+            fixed={"noise_on": "mask"},
+            options=SS_CAM_OPTIONS,
+        ),
+        Method(
+            "ss-cam-input",
+            "SS-CAM (input)",
+            SmoothedScoreCAM,
+            "captum_sscam.SmoothedScoreCAM, noise on the masked inputs (variant 2)",
+            takes_reshape_transform=True,
+            fixed={"noise_on": "input"},
+            options=SS_CAM_OPTIONS,
+        ),
+        Method(
+            "is-cam",
+            "IS-CAM",
+            IntegratedScoreCAM,
+            "captum_sscam.IntegratedScoreCAM, 10 integration steps (torchcam's default)",
+            takes_reshape_transform=True,
+            fixed={"n_steps": 10},
+            options=SCORE_CAM_OPTIONS,
+        ),
+    )
+}
+"""Every compared method, by command-line key."""
+
+COMPARED = ("ig", "grad-cam", "score-cam", "ss-cam")
+"""The methods ``captum-sscam compare`` runs by default."""
+
+
+def get_method(key: str) -> Method:
+    """The registry entry ``key``, or an error listing the keys."""
+    try:
+        return METHODS[key]
+    except KeyError:
+        raise UsageError(f"unknown method {key!r}; choose from {', '.join(METHODS)}.") from None
+
+
+def parse_methods(text: str) -> list[str]:
+    """A comma list of method keys (``"ig,score-cam"``), checked against the registry."""
+    keys = [key.strip() for key in text.split(",") if key.strip()]
+    if not keys:
+        raise UsageError(f"give at least one method of {', '.join(METHODS)}.")
+    for key in keys:
+        get_method(key)
+    return keys
+
+
+def supporting(reshape_transform: Callable[[Tensor], Tensor] | None) -> list[str]:
+    """The keys of the methods that can explain a layer needing ``reshape_transform``."""
+    return [key for key, method in METHODS.items() if method.supports(reshape_transform)]
+
+
+def explain_functions(
+    keys: Sequence[str],
+    model: nn.Module,
+    layer: nn.Module | None,
+    options: Options | None = None,
+    reshape_transform: Callable[[Tensor], Tensor] | None = None,
+) -> dict[str, Explain]:
+    """Display name -> ``(inputs, targets) -> maps`` for the methods ``keys``, in order."""
+    methods = [get_method(key) for key in keys]
+    return {
+        method.name: method.explain(model, layer, options, reshape_transform) for method in methods
+    }
+
+
+__all__ = [
+    "COMPARED",
+    "DEFAULT_BATCH_SIZE",
+    "METHODS",
+    "SCORE_CAM_OPTIONS",
+    "SS_CAM_OPTIONS",
+    "Explain",
+    "Method",
+    "Options",
+    "explain_functions",
+    "get_method",
+    "option",
+    "parse_methods",
+    "seeded_generator",
+    "supporting",
+]

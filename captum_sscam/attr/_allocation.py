@@ -1,0 +1,181 @@
+"""How many samples each channel gets, and the per-channel statistics of their scores.
+
+A Score-CAM variant estimates, for every (example, channel) pair ``p``, the mean
+score ``a_p`` of its samples. ``ChannelStats`` keeps each pair's sample
+count, sum and sum of squares, from which the mean and its Monte-Carlo variance
+follow. ``uniform_items`` gives every pair the same number of samples (the
+papers' allocation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from captum_sscam.attr._perturb import WorkItems
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """The (example, channel) pairs a call scores, on the device and on the host."""
+
+    example: Tensor  # (P,) long, device
+    channel: Tensor  # (P,) long, device
+    host_example: np.ndarray
+    host_channel: np.ndarray
+
+    @classmethod
+    def of(cls, active: Tensor) -> Pairs:
+        """The pairs of an ``(N, K)`` bool mask (one host sync: their number)."""
+        pairs = active.nonzero()
+        host = pairs.cpu().numpy()
+        return cls(pairs[:, 0], pairs[:, 1], host[:, 0], host[:, 1])
+
+    def __len__(self) -> int:
+        return len(self.host_example)
+
+    def items(self, pair: np.ndarray, sample: np.ndarray) -> WorkItems:
+        """Work items for host arrays of pair indices and sample numbers."""
+        device_pair = torch.from_numpy(pair).to(self.example.device)
+        return WorkItems(device_pair, self.host_example[pair], self.host_channel[pair], sample)
+
+
+def uniform_items(pairs: Pairs, samples: int) -> WorkItems:
+    """``samples`` items per pair, pair-major: ``(p, 0), (p, 1), ..., (p + 1, 0), ...``."""
+    pair = np.repeat(np.arange(len(pairs), dtype=np.int64), samples)
+    sample = np.tile(np.arange(samples, dtype=np.int64), len(pairs))
+    return pairs.items(pair, sample)
+
+
+@dataclass
+class ChannelStats:
+    """Per-pair sample count, sum and sum of squares of the scores ``(P, T)``."""
+
+    counts: Tensor  # (P, 1)
+    sums: Tensor  # (P, T)
+    squares: Tensor  # (P, T)
+
+    @classmethod
+    def empty(cls, num_pairs: int, num_targets: int, device: torch.device) -> ChannelStats:
+        zeros = torch.zeros(num_pairs, num_targets, device=device, dtype=torch.float64)
+        return cls(zeros.new_zeros(num_pairs, 1), zeros, zeros.clone())
+
+    def add(self, pair: Tensor, scores: Tensor) -> None:
+        """Add the ``(M, T)`` scores of items belonging to pairs ``pair`` ``(M,)``."""
+        scores = scores.to(self.sums.dtype)
+        self.counts.index_add_(0, pair, torch.ones_like(scores[:, :1]))
+        self.sums.index_add_(0, pair, scores)
+        self.squares.index_add_(0, pair, scores.square())
+
+    @property
+    def means(self) -> Tensor:
+        return self.sums / self.counts.clamp(min=1)
+
+    @property
+    def variances(self) -> Tensor:
+        """Unbiased per-sample variance of each pair's scores (0 with one sample)."""
+        counts = self.counts.clamp(min=1)
+        centred = self.squares - self.sums.square() / counts
+        return (centred / (counts - 1).clamp(min=1)).clamp(min=0)
+
+    @property
+    def variances_of_means(self) -> Tensor:
+        """Monte-Carlo variance of each pair's mean score: ``variance / count``."""
+        return self.variances / self.counts.clamp(min=1)
+
+
+SampleAllocation = Literal["uniform", "adaptive"]
+SAMPLE_ALLOCATIONS: tuple[str, ...] = ("uniform", "adaptive")
+# Shrinkage of each channel's variance toward its example's pooled variance, as a prior
+# worth this many degrees of freedom: a 2-sample pilot's own estimate (1 degree of
+# freedom) then gets weight 1/5, a 35-sample one 34/38.
+PRIOR_DEGREES_OF_FREEDOM = 4.0
+# target_error checks the error after these fractions of the budget.
+ROUND_FRACTIONS: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How many perturbed samples each (example, channel) pair gets.
+
+    ``samples`` is the budget: at most ``samples`` per pair on average, so at
+    most ``samples * K'`` forwards per example. ``"uniform"`` gives every pair
+    ``samples`` (the papers); ``"adaptive"`` spends a pilot of
+    ``pilot_samples`` per pair, then allocates the rest by Neyman allocation
+    (``neyman_counts``). ``antithetic`` samples come in pairs ``(2j, 2j + 1)``
+    whose mean is one unit of the budget's statistics. ``target_error`` stops
+    early once the map's estimated relative standard error is below it.
+    """
+
+    samples: int = 1
+    allocation: str = "uniform"
+    antithetic: bool = False
+    target_error: float | None = None
+
+    @property
+    def unit(self) -> int:
+        """Samples per statistical unit: an antithetic pair counts once."""
+        return 2 if self.antithetic else 1
+
+    @property
+    def pilot(self) -> int:
+        return pilot_samples(self.samples, self.antithetic)
+
+
+def pilot_samples(budget: int, antithetic: bool) -> int:
+    """Pilot samples per pair for adaptive allocation: about 1/8 of the budget, at least 2
+    (two antithetic pairs: variance needs two units)."""
+    pilot = max(2, budget // 8)
+    return 2 * max(2, pilot // 2) if antithetic else pilot
+
+
+def minimum_adaptive_budget(antithetic: bool) -> int:
+    """The smallest ``nt_samples`` adaptive allocation accepts: the pilot plus one unit."""
+    return pilot_samples(1, antithetic) + (2 if antithetic else 1)
+
+
+def shrunk_variances(stats: ChannelStats, pair_example: Tensor, num_examples: int) -> Tensor:
+    """Per-pair score variances ``(P, T)`` shrunk toward their example's pooled variance.
+
+    ``(nu_k s_k^2 + nu_0 s_pooled^2) / (nu_k + nu_0)`` with ``nu_k = n_k - 1`` the
+    pair's degrees of freedom and ``nu_0`` = ``PRIOR_DEGREES_OF_FREEDOM``: small
+    pilots' variance estimates are too noisy to allocate by on their own.
+    """
+    dof = (stats.counts - 1).clamp(min=0)
+    weighted = torch.zeros(num_examples, stats.sums.shape[1], dtype=dof.dtype, device=dof.device)
+    weighted.index_add_(0, pair_example, stats.variances * dof)
+    total_dof = torch.zeros(num_examples, 1, dtype=dof.dtype, device=dof.device)
+    total_dof.index_add_(0, pair_example, dof)
+    pooled = weighted / total_dof.clamp(min=1)
+    own = stats.variances * dof
+    return (own + PRIOR_DEGREES_OF_FREEDOM * pooled[pair_example]) / (
+        dof + PRIOR_DEGREES_OF_FREEDOM
+    )
+
+
+def neyman_counts(
+    weights: Tensor, pair_example: Tensor, units_per_example: Tensor, num_examples: int
+) -> Tensor:
+    """Units per pair ``(P,)`` minimising ``sum_k weights_k^2 / n_k`` for each example's total.
+
+    Neyman allocation (Neyman, "On the two different aspects of the representative
+    method", J. R. Stat. Soc. 97, 1934): ``n_k`` proportional to ``weights_k``. Every
+    pair gets at least one unit; the rest of ``units_per_example`` ``(N,)`` is shared
+    in proportion to the weights (rounded down, so no example exceeds its total).
+    An example whose weights are all zero shares uniformly.
+    """
+    weights = weights.to(torch.float64)
+    pairs_per_example = torch.zeros(num_examples, dtype=torch.float64, device=weights.device)
+    pairs_per_example.index_add_(0, pair_example, torch.ones_like(weights))
+    totals = torch.zeros_like(pairs_per_example).index_add_(0, pair_example, weights)
+    uniform = 1.0 / pairs_per_example.clamp(min=1)
+    share = torch.where(
+        totals[pair_example] > 0, weights / totals[pair_example].clamp(min=1e-300),
+        uniform[pair_example],
+    )  # fmt: skip
+    extra = (units_per_example.to(torch.float64) - pairs_per_example).clamp(min=0)
+    return 1 + torch.floor(share * extra[pair_example]).to(torch.long)

@@ -1,0 +1,269 @@
+"""The masked-scoring engine: the one loop that every Score-CAM variant and metric runs.
+
+It streams work items through the model in batches on the model's device: for a
+Score-CAM variant an item is ``(example, channel, sample)`` and its input is the
+example masked by the channel's upsampled mask, perturbed per sample; for a
+metric an item is a perturbed copy of an example. Each item's score of every
+requested target is returned. Nothing here synchronises with the host inside
+the loop, and memory is bounded by the batch size, not by the number of items.
+
+Two rules hold for every forward the package makes:
+
+- tensors in ``additional_forward_args`` follow their example: Captum's contract
+  is that a tensor argument's first dimension is the batch, so row ``i`` belongs
+  to example ``i`` (``check_forward_args``, ``follow_example``);
+- targets are flat indices ``(N, T)`` into each example's output
+  (``flat_target_indices``), and a score is a
+  class probability (softmax over dim 1) or the raw output (``select_scores``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from captum._utils.common import _run_forward
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from captum_sscam.attr._masks import broadcast_to_input, upsampled_masks
+from captum_sscam.attr._perturb import Perturbation, WorkItems
+
+SCORE_KINDS: tuple[str, ...] = ("probability", "logit")
+# A progress bar by default once a call makes more masked forwards than this.
+PROGRESS_THRESHOLD = 1000
+
+
+def select_scores(output: Tensor, targets: Tensor, score_kind: str) -> Tensor:
+    """Scores ``(B, T)`` of the flat ``targets`` ``(B, T)`` in a model ``output``.
+
+    ``probability``: softmax over the class dimension (dim 1), as the official
+    Score-CAM code does; ``logit``: the raw output. An output with a single
+    value per example is used as it is in both modes.
+    """
+    output = output.to(torch.promote_types(output.dtype, torch.float32))
+    flat = output.reshape(output.shape[0], -1)
+    if score_kind == "probability" and flat.shape[1] > 1:
+        flat = output.softmax(dim=1).reshape(output.shape[0], -1)
+    return flat.gather(1, targets)
+
+
+def check_forward_args(args: tuple[Any, ...] | None, num_examples: int) -> None:
+    """Enforce Captum's contract: a tensor argument has one row per example.
+
+    Captum documents that the first dimension of a tensor in
+    ``additional_forward_args`` corresponds to the examples; the engine gives
+    each masked input its example's row. A tensor that is not per example (for
+    instance one weight per class) cannot be told apart from a per-example one
+    when the lengths happen to match, so it is refused rather than guessed at.
+    """
+    for index, arg in enumerate(args or ()):
+        if isinstance(arg, Tensor) and arg.dim() > 0 and arg.shape[0] != num_examples:
+            raise ValueError(
+                f"additional_forward_args[{index}] is a tensor with {arg.shape[0]} rows but "
+                f"the batch has {num_examples} examples. Following Captum's contract, a "
+                "tensor argument has one row per example, and each masked input gets its "
+                "example's row. Pass other tensors by closing over them instead, e.g. "
+                "functools.partial(model, weights=w) or lambda x: model(x, w)."
+            )
+
+
+def follow_example(args: tuple[Any, ...] | None, examples: Tensor) -> tuple[Any, ...] | None:
+    """``args`` for a batch of items: each tensor's rows of the items' ``examples``."""
+    if args is None:
+        return None
+    return tuple(
+        arg[examples.to(arg.device)] if isinstance(arg, Tensor) and arg.dim() > 0 else arg
+        for arg in args
+    )
+
+
+def _synchronized_time(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def progress_bar(total: int, show: bool | None, description: str) -> tqdm:
+    """A tqdm bar over ``total`` forwards: shown when asked, or when long and not silenced."""
+    enabled = total > PROGRESS_THRESHOLD if show is None else show
+    return tqdm(total=total, unit="pass", disable=not enabled, desc=description, leave=False)
+
+
+# Batches timed per memory format when choosing one (the faster time of each counts).
+CALIBRATION_ROUNDS = 2
+
+
+@dataclass
+class MemoryFormatCalibration:
+    """Chooses contiguous or channels-last for 4-D batches by timing real batches.
+
+    The first ``2 * CALIBRATION_ROUNDS`` full batches of a call alternate between the
+    two formats (their scores are used like any others); the faster format's best
+    time wins and is kept in ``choices`` under the call's key, so later calls with
+    the same model, device, input shape and batch size skip the calibration.
+    """
+
+    choices: dict[Any, bool]
+    key: Any
+    times: dict[bool, list[float]] = field(default_factory=lambda: {False: [], True: []})
+
+    @property
+    def decided(self) -> bool | None:
+        return self.choices.get(self.key)
+
+    def next_trial(self) -> bool:
+        return len(self.times[False]) > len(self.times[True])
+
+    def record(self, channels_last: bool, seconds: float) -> None:
+        self.times[channels_last].append(seconds)
+        if all(len(times) >= CALIBRATION_ROUNDS for times in self.times.values()):
+            self.choices[self.key] = min(self.times[True]) < min(self.times[False])
+
+
+@dataclass(frozen=True)
+class BatchScorer:
+    """Scores batches of items built on demand, ``batch_size`` items per forward.
+
+    Args:
+        forward_func: the model (or any function of the inputs).
+        forward_args: ``additional_forward_args`` (checked by ``check_forward_args``).
+        score_kind: ``"probability"`` or ``"logit"`` (see ``select_scores``).
+        batch_size: items per forward pass.
+        autocast_dtype: run forwards under ``torch.autocast`` with this dtype, or
+            ``None`` for the inputs' own precision. Scores are taken in float32.
+        channels_last: pass 4-D batches in channels-last memory format
+            (``True``), as they are (``False``), or choose by timing real batches
+            (``None``, with ``calibration``).
+        calibration: where the automatic choice is made and kept.
+    """
+
+    forward_func: Callable[..., Any]
+    forward_args: tuple[Any, ...] | None
+    score_kind: str
+    batch_size: int
+    autocast_dtype: torch.dtype | None = None
+    channels_last: bool | None = False
+    calibration: MemoryFormatCalibration | None = None
+
+    def scores(
+        self,
+        num_items: int,
+        examples: Tensor,
+        build: Callable[[int, int], tuple[Tensor, ...]],
+        targets: Tensor,
+        progress: tqdm | None = None,
+    ) -> Tensor:
+        """``(num_items, T)`` scores; ``build(start, stop)`` makes the items' inputs.
+
+        ``examples`` ``(num_items,)`` holds each item's example, which picks its
+        targets (rows of ``targets``, ``(N, T)``) and forward arguments.
+        """
+        out = torch.empty(num_items, targets.shape[1], device=targets.device)
+        for start in range(0, num_items, self.batch_size):
+            stop = min(start + self.batch_size, num_items)
+            batch, batch_examples = build(start, stop), examples[start:stop]
+            channels_last = self._memory_format(num_items - start)
+            if channels_last is None and self.calibration is not None:
+                # a calibration batch: timed in the format on trial
+                trial = self.calibration.next_trial()
+                began = _synchronized_time(batch[0].device)
+                out[start:stop] = self.score_batch(batch, batch_examples, targets, trial)
+                self.calibration.record(trial, _synchronized_time(batch[0].device) - began)
+            else:
+                out[start:stop] = self.score_batch(
+                    batch, batch_examples, targets, bool(channels_last)
+                )
+            if progress is not None:
+                progress.update(stop - start)
+        return out
+
+    def _memory_format(self, items_left: int) -> bool | None:
+        """The format of the next batch; ``None`` while calibrating."""
+        if self.channels_last is not None:
+            return self.channels_last
+        if self.calibration is None:
+            return False
+        decided = self.calibration.decided
+        if decided is not None:
+            return decided
+        calibrating = sum(len(times) for times in self.calibration.times.values())
+        batches_needed = 2 * CALIBRATION_ROUNDS - calibrating
+        return None if items_left >= batches_needed * self.batch_size else False
+
+    def score_batch(
+        self,
+        batch: tuple[Tensor, ...],
+        examples: Tensor,
+        targets: Tensor,
+        channels_last: bool = False,
+    ) -> Tensor:
+        """Scores ``(B, T)`` of one batch whose rows belong to ``examples``."""
+        if channels_last:
+            batch = tuple(
+                x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+                for x in batch
+            )
+        with self._precision(batch[0].device):
+            output = _run_forward(
+                self.forward_func, batch, None, follow_example(self.forward_args, examples)
+            )
+        if not isinstance(output, Tensor) or output.shape[0] != batch[0].shape[0]:
+            raise RuntimeError(
+                "the model must return a Tensor with one row per input example; got "
+                f"{getattr(output, 'shape', type(output).__name__)} for "
+                f"{batch[0].shape[0]} examples."
+            )
+        return select_scores(output, targets[examples.to(targets.device)], self.score_kind)
+
+    def _precision(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+
+
+@dataclass(frozen=True)
+class MaskedInputs:
+    """Builds the masked inputs of Score-CAM work items from one layer tensor.
+
+    Args:
+        inputs: the inputs, each ``(N, ..., *spatial)``.
+        baselines: inputs-shaped baselines, or ``None``; with them the masked
+            input is ``X * H + b * (1 - H)``.
+        maps: ``(P, *layer_spatial)`` activation maps of the call's
+            (example, channel) pairs.
+        pair_examples: ``(P,)`` the example of each pair.
+        perturbation: what each sample does to its mask or masked input.
+    """
+
+    inputs: tuple[Tensor, ...]
+    baselines: tuple[Tensor, ...] | None
+    maps: Tensor
+    pair_examples: Tensor
+    perturbation: Perturbation
+
+    def build(self, items: WorkItems) -> tuple[Tensor, ...]:
+        maps = self.maps[items.pair]
+        examples = self.pair_examples[items.pair]
+        masked = []
+        masks_by_size: dict[tuple[int, ...], Tensor] = {}  # inputs of one size share masks
+        for index, tensor in enumerate(self.inputs):
+            spatial_size = tuple(tensor.shape[tensor.dim() - (maps.dim() - 1) :])
+            if spatial_size not in masks_by_size:
+                masks_by_size[spatial_size] = upsampled_masks(maps, spatial_size)
+            masks = masks_by_size[spatial_size].to(tensor.dtype)
+            masks = self.perturbation.perturb_masks(masks, index, items)
+            masks = broadcast_to_input(masks, tensor.dim())
+            source = tensor if tensor.shape[0] == 1 else tensor[examples]
+            if self.baselines is None:
+                batch = source * masks
+            else:
+                baseline = self.baselines[index]
+                baseline = baseline if baseline.shape[0] == 1 else baseline[examples]
+                batch = torch.lerp(baseline, source, masks)
+            masked.append(self.perturbation.perturb_masked(batch, index, items))
+        return tuple(masked)

@@ -1,0 +1,107 @@
+"""One validated options object, carried from ``attribute`` to the engine under one name each.
+
+The public ``attribute`` signatures stay flat, as Captum's are; each method
+builds a ``ScoreCAMOptions`` from its arguments, which validates every
+setting once, here, with an error that says what is expected.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import torch
+
+from captum_sscam.attr._hardware import cpu_description, fastest_autocast_dtype
+
+ScoreMode = Literal["probability", "channel_softmax"]
+SCORE_MODES: tuple[str, ...] = ("probability", "channel_softmax")
+ChannelCriterion = Literal["variance", "energy"]
+CHANNEL_CRITERIA: tuple[str, ...] = ("variance", "energy")
+AUTOCAST_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float16)
+_NOTED_FP32: set[str] = set()  # device types told once that "auto" means fp32 there
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """``value`` as an int, or a ValueError naming ``name`` unless it is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    return int(value)
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
+    return value
+
+
+def check_flag(name: str, value: object, allow_none: bool = False) -> bool | None:
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, bool):
+        expected = "True, False or None" if allow_none else "True or False"
+        raise TypeError(f"{name} must be {expected}, got {value!r}.")
+    return value
+
+
+@dataclass(frozen=True)
+class ScoreCAMOptions:
+    """The settings every Score-CAM variant shares (see ``attribute``)."""
+
+    score_mode: str = "probability"
+    relu_attributions: bool = True
+    attribute_to_layer_input: bool = False
+    perturbations_per_eval: int | None = None
+    show_progress: bool | None = None
+    autocast_dtype: torch.dtype | str | None = None
+    channels_last: bool | None = None
+    top_k_channels: int | None = None
+    channel_criterion: str = "variance"
+
+    def __post_init__(self) -> None:
+        check_choice("score_mode", self.score_mode, SCORE_MODES)
+        check_flag("relu_attributions", self.relu_attributions)
+        check_flag("attribute_to_layer_input", self.attribute_to_layer_input)
+        if self.perturbations_per_eval is not None:
+            check_positive_int("perturbations_per_eval", self.perturbations_per_eval)
+        check_flag("show_progress", self.show_progress, allow_none=True)
+        if self.autocast_dtype is not None and not (
+            self.autocast_dtype == "auto" or self.autocast_dtype in AUTOCAST_DTYPES
+        ):
+            raise ValueError(
+                'autocast_dtype must be None, "auto", torch.bfloat16 or torch.float16, got '
+                f"{self.autocast_dtype!r}."
+            )
+        check_flag("channels_last", self.channels_last, allow_none=True)
+        if self.top_k_channels is not None:
+            check_positive_int("top_k_channels", self.top_k_channels)
+        check_choice("channel_criterion", self.channel_criterion, CHANNEL_CRITERIA)
+
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any]) -> ScoreCAMOptions:
+        """The options among an ``attribute`` call's arguments (``locals()``), validated."""
+        return cls(**{option.name: arguments[option.name] for option in fields(cls)})
+
+    def autocast_on(self, device: torch.device) -> torch.dtype | None:
+        """The autocast dtype for ``device``: ``"auto"`` resolved to the hardware's fastest."""
+        if self.autocast_dtype != "auto":
+            return self.autocast_dtype  # type: ignore[return-value]
+        dtype = fastest_autocast_dtype(device)
+        if dtype is None and device.type not in _NOTED_FP32:
+            _NOTED_FP32.add(device.type)
+            warnings.warn(
+                f'autocast_dtype="auto": no reduced precision is faster than fp32 on this '
+                f"{device.type} ({cpu_description() if device.type == 'cpu' else device}), "
+                "so the masked forwards run in fp32.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return dtype
+
+    @property
+    def score_kind(self) -> str:
+        """What one masked input's score is: a class ``"probability"`` or a ``"logit"``."""
+        return "logit" if self.score_mode == "channel_softmax" else "probability"

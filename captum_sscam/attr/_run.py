@@ -1,0 +1,250 @@
+"""One call's work on one layer tensor: pairs -> samples -> channel weights -> map (and error).
+
+For every (example, channel) pair that has a mask, the engine scores perturbed
+masked inputs; their mean is the channel's score ``a_k``. How many samples each
+pair gets is the ``Sampling``'s business. The
+map is ``L = ReLU(sum_k w_k A_k)`` with ``w = a`` (probability mode) or
+``w = softmax_k(a)`` (channel-softmax mode). Its Monte-Carlo standard error,
+before the ReLU, follows from the independent channel estimates:
+
+    Var L(x) = sum_k (dL/da_k)(x)^2 Var(a_k),  dL/da_k = A_k  or  w_k (A_k - L).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from captum_sscam.attr._allocation import (
+    ROUND_FRACTIONS,
+    ChannelStats,
+    Pairs,
+    Sampling,
+    neyman_counts,
+    shrunk_variances,
+)
+from captum_sscam.attr._channels import top_k_channels
+from captum_sscam.attr._engine import BatchScorer, MaskedInputs, progress_bar
+from captum_sscam.attr._masks import varying_channels
+from captum_sscam.attr._options import ScoreCAMOptions
+from captum_sscam.attr._perturb import Perturbation, WorkItems
+
+
+@dataclass(frozen=True)
+class LayerRun:
+    """The scoring of one call: inputs, targets, options, perturbation and sampling."""
+
+    scorer: BatchScorer
+    inputs: tuple[Tensor, ...]
+    baselines: tuple[Tensor, ...] | None
+    targets: Tensor
+    options: ScoreCAMOptions
+    perturbation: Perturbation
+    sampling: Sampling
+    method_name: str
+    return_error: bool = False
+
+    def maps(self, activation: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(N, T, *spatial)`` maps of one layer tensor and (if asked) their standard errors."""
+        sizes = [tuple(x.shape[2:]) for x in self.inputs]
+        active = varying_channels(activation, sizes)
+        if not bool(active.any(dim=1).all()):
+            warnings.warn(
+                "every channel of the layer is constant for some examples, so they have no "
+                "mask and their map is all zeros; choose a layer that varies over space.",
+                UserWarning,
+                stacklevel=7,  # the user's call (through attribute's decorators)
+            )
+        if self.options.top_k_channels is not None:
+            active = top_k_channels(
+                active, activation, self.options.top_k_channels, self.options.channel_criterion
+            )
+        pairs = Pairs.of(active)
+        work = _PairWork(self, activation, active, pairs, self._baseline_scores())
+        with progress_bar(
+            len(pairs) * self.sampling.samples, self.options.show_progress, self.method_name
+        ) as progress:
+            if self.sampling.allocation == "adaptive":
+                estimates, variances = work.adaptive(progress)
+            else:
+                estimates, variances = work.uniform(progress)
+        maps, errors = work.map_and_error(estimates.means, variances, self.return_error)
+        if self.options.relu_attributions:
+            maps = torch.relu(maps)
+        return maps, errors
+
+
+    def _baseline_scores(self) -> Tensor | None:
+        """``score(b)`` ``(N, T)``, subtracted from every channel's score, or ``None``."""
+        if self.baselines is None:
+            return None
+        examples = torch.arange(self.targets.shape[0], device=self.targets.device)
+        return self.scorer.score_batch(self.baselines, examples, self.targets)
+
+
+@dataclass(frozen=True)
+class _PairWork:
+    run: LayerRun
+    activation: Tensor
+    active: Tensor
+    pairs: Pairs
+    baseline_scores: Tensor | None
+
+    @property
+    def num_examples(self) -> int:
+        return self.activation.shape[0]
+
+    def uniform(self, progress: Any) -> tuple[ChannelStats, Tensor]:
+        """Every pair gets the same samples; with a target error, in rounds."""
+        sampling = self.run.sampling
+        stats = self._empty_stats()
+        done = 0
+        for fraction in self._rounds():
+            upto = _whole_units(sampling.samples * fraction, sampling.unit, minimum=done)
+            upto = max(upto, min(2 * sampling.unit, sampling.samples))
+            if upto > done:
+                count = np.full(len(self.pairs), upto - done, dtype=np.int64)
+                self._score_into(stats, self._items(count, first=done), progress)
+                done = upto
+            variances = stats.variances_of_means
+            if self._error_reached(stats.means, variances):
+                break
+        return stats, variances
+
+    def adaptive(self, progress: Any) -> tuple[ChannelStats, Tensor]:
+        """A pilot per pair, then Neyman allocation of the rest (see the module docs).
+
+        The pilot's samples decide the allocation only; each channel's estimate is
+        the mean of the samples allocated after it, so given the pilot they are
+        i.i.d. and the estimate is unbiased.
+        """
+        sampling = self.run.sampling
+        pilot = self._empty_stats()
+        self._score_into(pilot, self._items(np.full(len(self.pairs), sampling.pilot)), progress)
+        variances = shrunk_variances(pilot, self.pairs.example, self.num_examples)
+        gains = self._gains(pilot.means)
+        weights = (gains.square() * variances).sum(dim=1).sqrt()
+        main_units = (sampling.samples - sampling.pilot) // sampling.unit
+        pairs_per_example = torch.bincount(self.pairs.example, minlength=self.num_examples)
+        plan = neyman_counts(
+            weights, self.pairs.example, pairs_per_example * main_units, self.num_examples
+        ).cpu().numpy()  # units per pair, decided by the pilot alone
+        estimates = self._empty_stats()
+        done = np.zeros(len(self.pairs), dtype=np.int64)
+        for fraction in self._rounds():
+            target = np.maximum(1, np.ceil(plan * fraction)).astype(np.int64) * sampling.unit
+            if (target > done).any():
+                items = self._items(target - done, first=sampling.pilot + done)
+                self._score_into(estimates, items, progress)
+                done = target
+            own = estimates.variances
+            dof = (estimates.counts - 1).clamp(min=0)
+            combined = (own * dof + variances * pilot.counts) / (dof + pilot.counts)
+            error_variances = combined / estimates.counts.clamp(min=1)
+            if self._error_reached(estimates.means, error_variances):
+                break
+        return estimates, error_variances
+
+    def map_and_error(
+        self, means: Tensor, variances: Tensor, with_error: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """Maps before the ReLU ``(N, T, *spatial)`` and (``with_error``) their standard errors."""
+        scores = self._dense(means)
+        activation = self.activation.to(torch.float64)
+        dtype = self.activation.dtype
+        if self.run.options.score_mode == "channel_softmax":
+            weights = scores.masked_fill(~self.active.unsqueeze(2), float("-inf")).softmax(1)
+            weights = weights.nan_to_num(0.0)
+            maps = torch.einsum("nkt,nk...->nt...", weights, activation)
+            if not with_error:
+                return maps.to(dtype), None
+            variance = self._dense(variances)
+            slopes = weights.view(*weights.shape, *([1] * (activation.dim() - 2))) * (
+                activation.unsqueeze(2) - maps.unsqueeze(1)
+            )  # (N, K, T, *spatial): dL_t / da_k
+            error = torch.einsum("nkt,nkt...->nt...", variance, slopes.square())
+        else:
+            maps = torch.einsum("nkt,nk...->nt...", scores, activation)
+            if not with_error:
+                return maps.to(dtype), None
+            error = torch.einsum(
+                "nkt,nk...->nt...", self._dense(variances), activation.square()
+            )
+        return maps.to(dtype), error.clamp(min=0).sqrt().to(dtype)
+
+    def _gains(self, means: Tensor) -> Tensor:
+        """``(P, T)``: the norm of ``dL_t / da_k`` over the map, from the pilot's means."""
+        if self.run.options.score_mode != "channel_softmax":
+            norms = self.activation.flatten(2).norm(dim=2)[self.pairs.example, self.pairs.channel]
+            return norms.unsqueeze(1).to(torch.float64)
+        scores = self._dense(means)
+        weights = scores.masked_fill(~self.active.unsqueeze(2), float("-inf")).softmax(1)
+        weights = weights.nan_to_num(0.0)
+        flat = self.activation.flatten(2).to(torch.float64)  # (N, K, S)
+        maps = torch.einsum("nkt,nks->nts", weights, flat)
+        gains = weights * (flat.unsqueeze(2) - maps.unsqueeze(1)).norm(dim=3)  # (N, K, T)
+        return gains[self.pairs.example, self.pairs.channel]
+
+    def _error_reached(self, means: Tensor, variances: Tensor) -> bool:
+        """Whether every map's relative standard error ``||SE|| / ||L||`` is below target."""
+        target_error = self.run.sampling.target_error
+        if target_error is None:
+            return False
+        maps, errors = self.map_and_error(means, variances)
+        error_norms = cast(Tensor, errors).flatten(2).norm(dim=2)
+        ratio = error_norms / maps.flatten(2).norm(dim=2).clamp(min=1e-30)
+        return bool((ratio <= target_error).all())  # one host sync per round
+
+    def _rounds(self) -> tuple[float, ...]:
+        return (1.0,) if self.run.sampling.target_error is None else ROUND_FRACTIONS
+
+    def _items(self, counts: np.ndarray, first: np.ndarray | int = 0) -> WorkItems:
+        """``counts[p]`` items for pair ``p``, numbered from ``first[p]``, pair-major."""
+        pair = np.repeat(np.arange(len(self.pairs), dtype=np.int64), counts)
+        firsts_of_pairs = np.repeat(np.cumsum(counts) - counts, counts)
+        offsets = np.arange(len(pair), dtype=np.int64) - firsts_of_pairs
+        starts = np.broadcast_to(np.asarray(first, dtype=np.int64), (len(self.pairs),))
+        return self.pairs.items(pair, np.repeat(starts, counts) + offsets)
+
+    def _score_into(self, stats: ChannelStats, items: WorkItems, progress: Any) -> None:
+        run = self.run
+        masked = MaskedInputs(
+            run.inputs,
+            run.baselines,
+            self.activation[self.pairs.example, self.pairs.channel],
+            self.pairs.example,
+            run.perturbation,
+        )
+        examples = self.pairs.example[items.pair]
+        scores = run.scorer.scores(
+            len(items),
+            examples,
+            lambda start, stop: masked.build(items.slice(start, stop)),
+            run.targets,
+            progress,
+        )
+        if self.baseline_scores is not None:
+            scores = scores - self.baseline_scores[examples]
+        pair = items.pair
+        if run.sampling.antithetic:  # a pair's mean is one unit
+            scores = scores.view(-1, 2, scores.shape[1]).mean(dim=1)
+            pair = pair[::2]
+        stats.add(pair, scores)
+
+    def _empty_stats(self) -> ChannelStats:
+        device = self.run.targets.device
+        return ChannelStats.empty(len(self.pairs), self.run.targets.shape[1], device)
+
+    def _dense(self, per_pair: Tensor) -> Tensor:
+        dense = per_pair.new_zeros(*self.active.shape, per_pair.shape[1])
+        dense[self.pairs.example, self.pairs.channel] = per_pair
+        return dense
+
+
+def _whole_units(samples: float, unit: int, minimum: int) -> int:
+    return max(minimum, int(samples) // unit * unit)
