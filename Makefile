@@ -12,7 +12,7 @@ DEMO_NT_SAMPLES ?= 2
 DEMO_IG_STEPS ?= 16
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv insights-venv chromium lint test test-main test-insights test-install docs demo \
+.PHONY: venv insights-venv chromium allocators gpu-check lint test test-main test-insights test-install docs demo \
 	insights clean
 
 venv: $(VENV)/.installed
@@ -40,10 +40,21 @@ chromium:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; \
 	fi
 
+# Debian's jemalloc and tcmalloc: the allocator tests preload them to check that the package
+# leaves another allocator alone.
+allocators:
+	@if ldconfig -p | grep -q libjemalloc.so.2 && ldconfig -p | grep -q libtcmalloc_minimal.so.4; \
+	then \
+		echo "jemalloc and tcmalloc are installed"; \
+	else \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			$(SUDO) apt-get install -y -qq libjemalloc2 libtcmalloc-minimal4; \
+	fi
+
 lint: venv
 	$(BIN)/ruff check .
 
-test-main: venv chromium
+test-main: venv chromium allocators
 	$(BIN)/pytest -q -m "not install"
 
 docs: venv
@@ -52,7 +63,17 @@ docs: venv
 # The Captum 0.8 environment also runs the methods' own tests: the package supports 0.8 and 0.9.
 test-insights: insights-venv chromium
 	$(INSIGHTS_BIN)/pytest -q tests/test_insights_dashboard.py tests/test_score_cam.py \
-		tests/test_smoothed_score_cam.py tests/test_errors.py
+		tests/test_smoothed_score_cam.py tests/test_integrated_score_cam.py tests/test_errors.py \
+		tests/test_hardening.py tests/test_transformers.py tests/test_sampling.py
+
+# On a machine with a CUDA GPU: the CUDA tests and the GPU benchmark, whose table goes to
+# build/gpu-check.md (paste it into docs/performance.md). Without a GPU the tests are skipped
+# and the benchmark says so.
+gpu-check: venv
+	mkdir -p build
+	$(BIN)/pytest -q -m cuda tests/test_cuda.py -rs > build/gpu-check-tests.txt 2>&1; \
+		status=$$?; cat build/gpu-check-tests.txt; exit $$status
+	$(BIN)/python benchmarks/gpu_benchmark.py --out build/gpu-check.md
 
 # The wheel, installed with the [demo] extra in a fresh venv (build/wheel-venv-*, kept while
 # pyproject.toml and constraints.txt are unchanged), runs the README and `captum-sscam compare`.
