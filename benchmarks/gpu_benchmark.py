@@ -25,10 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from captum_sscam.attr._hardware import cpu_description, fastest_autocast_dtype
 from torch import Tensor, nn
 
 from captum_sscam import SmoothedScoreCAM
+from captum_sscam.attr._hardware import cpu_description, fastest_autocast_dtype
 from captum_sscam.attr._masks import varying_channels
 
 CONFIGURATIONS: dict[str, tuple[torch.dtype | str | None, bool | None]] = {
