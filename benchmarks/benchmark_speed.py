@@ -28,13 +28,16 @@ head activation. ``--model resnet50`` /
 ``--top-k K`` passes ``top_k_channels=K`` to every row of this package (then the
 torchcam row is left out: it cannot be restricted).
 
+Part ``batch``: bare fp32 forwards of the timing model by batch size (8 to 64).
+
 Part ``faithfulness``: the pretrained EfficientNet-Lite0 on real photos; each
 approximate option's map against exact SS-CAM at the same N (Pearson correlation,
 change of deletion / insertion AUC) and precision / memory format against fp32 on
 the same channels. Part ``noise``: the iid and antithetic noise samplers against
 a large-N reference at equal forward budget.
 
-Run (hold the shared lock; timing with the defaults: about 5 minutes on 2 cores):
+Run (hold the shared lock; the Lite0 timing with 2 repeats took 12 minutes on 2 shared
+cores with one torch thread, ``OMP_NUM_THREADS=1``, which the docs' tables used):
 
     flock /tmp/captum_sscam_heavy.lock env PYTHONPATH=. .venv/bin/python \\
         benchmarks/benchmark_speed.py --parts timing --model lite0 --repeats 2
@@ -400,6 +403,20 @@ def timing_goals(results: dict[str, list[dict]]) -> None:
             print(f"{label} / default call: {wall[label] / default:.2f}x")
 
 
+def batch_sweep(args: argparse.Namespace) -> None:
+    """Bare fp32 forwards (contiguous) by batch size: where larger batches stop paying."""
+    model, _, x, title = timing_setting(args.model, args.size)
+    print(f"\n{title}: bare forwards by batch size (perturbations_per_eval), ms per image")
+    print("| batch | ms per image |")
+    print("|---|---|")
+    for size in (8, 16, 32, 64):
+        batch = torch.randn(size, *x.shape[1:])
+        bare_forwards(model, size, batch)  # warm-up at this shape
+        start = time.perf_counter()
+        bare_forwards(model, BRACKET_FORWARDS * 2, batch)
+        print(f"| {size} | {1000 * (time.perf_counter() - start) / (BRACKET_FORWARDS * 2):.1f} |")
+
+
 # ------------------------------------------------------------------- part 2
 
 
@@ -536,7 +553,10 @@ def noise_variance(photo_name: str, channels: int, reference_samples: int, seeds
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--parts", nargs="+", default=["timing"], choices=["timing", "faithfulness", "noise"]
+        "--parts",
+        nargs="+",
+        default=["timing"],
+        choices=["timing", "batch", "faithfulness", "noise"],
     )
     parser.add_argument(
         "--model",
@@ -565,6 +585,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, load average {os.getloadavg()}, {time.strftime('%F %R %Z')}")
     if "timing" in args.parts:
         timing(args)
+    if "batch" in args.parts:
+        batch_sweep(args)
     if "faithfulness" in args.parts:
         faithfulness(args.samples, args.photos, args.faithful_top_k, args.precision_top_k)
     if "noise" in args.parts:
