@@ -7,7 +7,7 @@ PIP := $(BIN)/python -m pip
 INSIGHTS_VENV := .venv-insights
 INSIGHTS_BIN := $(INSIGHTS_VENV)/bin
 # SS-CAM costs nt_samples x 1280 forward passes per photo on EfficientNet-Lite0 (the papers'
-# 35 take 10-15 minutes per photo on a 2-core CPU); the demo uses fewer to finish in minutes.
+# 35 take 5-8 minutes per photo on a 2-core CPU); the demo uses fewer to finish in minutes.
 DEMO_NT_SAMPLES ?= 2
 DEMO_IG_STEPS ?= 16
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -85,7 +85,7 @@ test: lint test-main docs test-insights test-install
 demo: venv
 	@echo "make demo: Integrated Gradients, Grad-CAM, Score-CAM and SS-CAM on the bundled photos"
 	@echo "with the bundled pretrained EfficientNet-Lite0. SS-CAM uses --nt-samples $(DEMO_NT_SAMPLES)"
-	@echo "here (the papers' 35 take 10-15 minutes per photo on a 2-core CPU): about 15,000"
+	@echo "here (the papers' 35 take 5-8 minutes per photo on a 2-core CPU): about 15,000"
 	@echo "forward passes in all, a few minutes on an idle 2-core CPU (11 minutes measured on a"
 	@echo "busy one). Set DEMO_NT_SAMPLES=35 for the papers' setting."
 	$(BIN)/captum-sscam compare --bundled --nt-samples $(DEMO_NT_SAMPLES) \

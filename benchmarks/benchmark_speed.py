@@ -1,24 +1,46 @@
-"""Speed and faithfulness of Score-CAM / SS-CAM and their fast options, in one run.
+"""Speed of a Score-CAM call and what each fast option costs in faithfulness, on the CPU.
 
-Part 1 (timing, issue 2 and 5): ResNet-18 with random weights (seed 0), one
-224 px photo, layer4. This package's Score-CAM and SS-CAM (exact fp32 and each
-fast option) against torchcam's ScoreCAM / SSCAM, grad-cam's ScoreCAM and the
-bare time of the forward passes they must make (K' = non-constant channels:
-K' batched forwards of random inputs at the same batch size; N x that for
-SS-CAM). Time per image, forward passes (images through the model, the capture
-forward included) and peak resident memory above the start of each call.
+Part ``timing``: one ``ScoreCAM(model, layer).attribute(x, target=...)`` call per
+row, each in a fresh process (rows in turns, ``--repeats`` times, so that load
+from other processes falls on all of them alike), on one 224 px photo (coffee):
 
-Part 2 (faithfulness, issue 5): the pretrained EfficientNet-Lite0 on real
-photos. Each approximate option's map against exact SS-CAM at the same N:
-Pearson correlation of the maps and the change in deletion / insertion AUC;
-mixed precision and channels-last against fp32 on the same channels; and the
-noise samplers (iid, antithetic) against a large-N reference at equal forward
-budget.
+- the default call (fp32; ``channels_last=None`` times 2 + 2 real batches in
+  both memory formats and keeps the faster; glibc keeps freed memory);
+- the same call forced to ``channels_last=False`` and to ``channels_last=True``;
+- ``autocast_dtype="auto"`` (bf16 on CPUs with AMX or AVX512-BF16, else fp32);
+- "before": ``channels_last=False`` with ``CAPTUM_SSCAM_MALLOC=default`` (glibc's
+  own malloc settings), which is what the default call did before this engine;
+- the bare K' forwards the call must make (random inputs, the engine's batch);
+- torchcam 0.5.0's ScoreCAM (scores every channel, constant ones included), with
+  glibc's own malloc settings, as its users run it, and with freed memory kept as
+  this package keeps it (``keep_freed_memory()`` before the call).
 
-Run (about 15-20 minutes on 2 busy cores; hold the shared lock):
+Per row: wall, user and system seconds and minor page faults of the call
+(``getrusage``), the images through the model, the memory format the call used,
+the process's peak resident memory, and "x bare": the call's time over K' times
+the cost of one bare forward, measured in the same process right after the call
+(32 bare forwards in each memory format at the row's precision, after one untimed
+batch in each; the better format's mean). Nothing runs before the call but the
+one forward that picks the target, so the call is a process's first, cold one.
+``--model lite0`` (default): the bundled pretrained EfficientNet-Lite0, 1280 x 7 x 7
+head activation. ``--model resnet50`` /
+``resnet18``: torchvision, random weights (seed 0), ImageNet normalisation, layer4.
+``--top-k K`` passes ``top_k_channels=K`` to every row of this package (then the
+torchcam row is left out: it cannot be restricted).
+
+Part ``batch``: bare fp32 forwards of the timing model by batch size (8 to 64).
+
+Part ``faithfulness``: the pretrained EfficientNet-Lite0 on real photos; each
+approximate option's map against exact SS-CAM at the same N (Pearson correlation,
+change of deletion / insertion AUC) and precision / memory format against fp32 on
+the same channels. Part ``noise``: the iid and antithetic noise samplers against
+a large-N reference at equal forward budget.
+
+Run (hold the shared lock; the Lite0 timing with 2 repeats took 12 minutes on 2 shared
+cores with one torch thread, ``OMP_NUM_THREADS=1``, which the docs' tables used):
 
     flock /tmp/captum_sscam_heavy.lock env PYTHONPATH=. .venv/bin/python \\
-        benchmarks/benchmark_speed.py
+        benchmarks/benchmark_speed.py --parts timing --model lite0 --repeats 2
 
 Deletion / insertion AUC come from ``captum_sscam.metrics`` (the Score-CAM
 paper's setting: 1 % steps, deletion to zeros, insertion from a blurred copy).
@@ -27,13 +49,19 @@ paper's setting: 1 % steps, deletion to zeros, insertion from a blurred copy).
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,8 +74,19 @@ from captum_sscam.metrics import deletion_auc, insertion_auc
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-BRACKET_FORWARDS = 64
+BRACKET_FORWARDS = 32
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+# Environment variables that change the allocator; each timing row sets its own.
+ALLOCATOR_VARIABLES = (
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+    "MALLOC_MMAP_MAX_",
+    "MALLOC_ARENA_MAX",
+    "GLIBC_TUNABLES",
+    "LD_PRELOAD",
+    "CAPTUM_SSCAM_MALLOC",
+)
 
 
 # ---------------------------------------------------------------- measuring
@@ -110,31 +149,45 @@ def measure(name: str, model: nn.Module, run: Callable[[], Any]) -> tuple[Row, A
     return row, result
 
 
-def bare_forwards(model: nn.Module, count: int, batch: int, shape: tuple[int, ...]) -> None:
-    """``count`` forwards of random inputs, ``batch`` per call: the limit."""
-    with torch.no_grad():
-        for start in range(0, count, batch):
-            model(torch.randn(min(batch, count - start), *shape))
-
-
-def print_table(title: str, rows: list[Row], limits: dict[str, float], peers: dict[str, str]):
-    print(f"\n{title}")
-    header = f"| {'method':<44} | s/image | forwards | peak MB | x limit | x peer |"
-    print(header)
-    print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
-    seconds = {row.name: row.seconds for row in rows}
-    for row in rows:
-        limit = limits.get(row.name)
-        peer = peers.get(row.name)
-        x_limit = f"{row.seconds / limit:7.2f}" if limit else "      -"
-        x_peer = f"{row.seconds / seconds[peer]:6.2f}" if peer in seconds else "     -"
-        print(
-            f"| {row.name:<44} | {row.seconds:7.1f} | {row.forwards:8d} | {row.peak_mb:7.0f} "
-            f"| {x_limit} | {x_peer} |"
-        )
-
-
 # ------------------------------------------------------------------- part 1
+
+
+@dataclass(frozen=True)
+class TimingRow:
+    """One row of the timing table: what runs, with which options and allocator."""
+
+    label: str
+    kind: str  # "ours", "bare" or "torchcam"
+    options: tuple[tuple[str, Any], ...] = ()
+    malloc: str = "keep"  # CAPTUM_SSCAM_MALLOC in the row's process
+
+    @property
+    def precision(self) -> torch.dtype | None:
+        """The autocast dtype of this row's forwards (``"auto"`` resolved on this CPU)."""
+        from captum_sscam.attr._hardware import fastest_autocast_dtype
+
+        dtype = dict(self.options).get("autocast_dtype")
+        return fastest_autocast_dtype("cpu") if dtype == "auto" else dtype
+
+
+TIMING_ROWS: dict[str, TimingRow] = {
+    row.label: row
+    for row in (
+        TimingRow("default call", "ours"),
+        TimingRow("channels_last=False (fp32 contiguous)", "ours", (("channels_last", False),)),
+        TimingRow("channels_last=True", "ours", (("channels_last", True),)),
+        TimingRow('autocast_dtype="auto"', "ours", (("autocast_dtype", "auto"),)),
+        TimingRow(
+            "before: CAPTUM_SSCAM_MALLOC=default, channels_last=False",
+            "ours",
+            (("channels_last", False),),
+            malloc="default",
+        ),
+        TimingRow("bare K' forwards (fp32 contiguous)", "bare"),
+        TimingRow("torchcam 0.5.0 ScoreCAM (glibc defaults)", "torchcam", malloc="default"),
+        TimingRow("torchcam 0.5.0 ScoreCAM (freed memory kept)", "torchcam"),
+    )
+}
 
 
 def timing_setting(model_name: str, size: int) -> tuple[nn.Module, nn.Module, Tensor, str]:
@@ -148,146 +201,220 @@ def timing_setting(model_name: str, size: int) -> tuple[nn.Module, nn.Module, Te
         )
 
         model = efficientnet_lite0()
-        title = f"EfficientNet-Lite0 (pretrained), {size} px, head activation"
+        title = f"EfficientNet-Lite0 (pretrained), coffee {size} px, head activation"
         return model, lite0_target_layer(model), lite0_preprocess(photo_tensor(photo)), title
-    from torchvision.models import resnet18
+    from torchvision import models
 
     torch.manual_seed(0)
-    model = resnet18().eval()
+    model = getattr(models, model_name)(weights=None).eval()
     x = (photo_tensor(photo).permute(2, 0, 1)[None].float() / 255 - IMAGENET_MEAN) / IMAGENET_STD
-    return model, model.layer4, x, f"ResNet-18 (random weights), {size} px, layer4"
+    return (
+        model,
+        model.layer4,
+        x,
+        f"{model_name} (random weights, seed 0), coffee {size} px, layer4",
+    )
 
 
-def timing(samples: int, batch: int, top_k: int, size: int, model_name: str) -> None:
-    from pytorch_grad_cam import ScoreCAM as GradCamScoreCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-    from torchcam import methods as torchcam_methods
+def bare_forwards(
+    model: nn.Module, count: int, batch: Tensor, dtype: torch.dtype | None = None
+) -> None:
+    """``count`` forwards of rows of ``batch`` (in its memory format), ``len(batch)`` per call."""
+    with (
+        torch.no_grad(),
+        torch.autocast(
+            "cpu", torch.bfloat16 if dtype is None else dtype, enabled=dtype is not None
+        ),
+    ):
+        for start in range(0, count, batch.shape[0]):
+            model(batch[: min(batch.shape[0], count - start)])
 
-    model, layer, x, title = timing_setting(model_name, size)
+
+def seconds_per_bare_forward(model: nn.Module, batch: Tensor, dtype: torch.dtype | None) -> float:
+    """The better memory format's time of one forward: ``BRACKET_FORWARDS`` in each format,
+    after one untimed batch in it."""
+    times = []
+    for channels_last in (False, True):
+        inputs = batch.contiguous(memory_format=torch.channels_last) if channels_last else batch
+        bare_forwards(model, inputs.shape[0], inputs, dtype)
+        start = time.perf_counter()
+        bare_forwards(model, BRACKET_FORWARDS, inputs, dtype)
+        times.append((time.perf_counter() - start) / BRACKET_FORWARDS)
+    return min(times)
+
+
+def timing_child(args: argparse.Namespace) -> None:
+    """One timing row in this (fresh) process; prints one JSON line."""
+    from captum_sscam.attr._allocator import keep_freed_memory
+
+    row = TIMING_ROWS[args.child]
+    malloc = keep_freed_memory()  # what the row's call will find (the opt-out is respected)
+    torch.manual_seed(0)
+    model, layer, x, _ = timing_setting(args.model, args.size)
     with torch.no_grad():
-        features = []
+        features: list[Tensor] = []
         handle = layer.register_forward_hook(lambda _m, _i, out: features.append(out))
         target = int(model(x).argmax())
         handle.remove()
     k_prime = int(varying_channels(features[0]).sum())
-    shape = tuple(x.shape[1:])
-    print(f"{title}: K = {features[0].shape[1]}, K' = {k_prime}")
+    forwards_needed = min(k_prime, args.top_k) if args.top_k else k_prime
+    bare_batch = torch.randn(args.batch, *x.shape[1:])
+    method = ScoreCAM(model, layer)
+    options = dict(row.options)
+    if args.top_k:
+        options["top_k_channels"] = args.top_k
 
-    print("\nForward cost of one batch by precision and memory format (ms per image):")
-    probe = torch.randn(4, *shape)
-    for label, dtype, channels_last in (
-        ("fp32", None, False),
-        ("fp32 channels-last", None, True),
-        ("bf16 autocast", torch.bfloat16, False),
-        ("bf16 autocast channels-last", torch.bfloat16, True),
-    ):
-        batch_input = (
-            probe.contiguous(memory_format=torch.channels_last) if channels_last else probe
-        )
-        with (
-            torch.no_grad(),
-            torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=bool(dtype)),
-        ):
-            model(batch_input)
-            start = time.perf_counter()
-            model(batch_input)
-            per_image = (time.perf_counter() - start) / probe.shape[0]
-        print(f"  {label:<30} {1000 * per_image:8.1f}")
+    def run() -> Tensor | None:
+        if row.kind == "bare":
+            bare_forwards(model, forwards_needed, bare_batch)
+            return None
+        if row.kind == "torchcam":
+            from torchcam.methods import ScoreCAM as TorchcamScoreCAM
 
-    print("\nBatch size (perturbations_per_eval) sweep, bare forwards (ms per image):")
-    for size in (8, 16, 32, 64):
-        start = time.perf_counter()
-        bare_forwards(model, 64, size, shape)
-        print(f"  batch {size:3d}: {1000 * (time.perf_counter() - start) / 64:8.1f}")
-
-    print(f"\nTiming runs (batch {batch}, N = {samples} noise samples):", flush=True)
-    rows: list[Row] = []
-    limits: dict[str, float] = {}
-
-    def seconds_per_bare_forward() -> float:
-        start = time.perf_counter()
-        bare_forwards(model, BRACKET_FORWARDS, batch, shape)
-        return (time.perf_counter() - start) / BRACKET_FORWARDS
-
-    def add(name: str, run: Callable[[], Any], needed: int | None = None) -> None:
-        """Time ``run``; its limit: ``needed`` bare forwards at the cost per forward
-        measured just before and just after it (the load on shared cores drifts)."""
-        before = seconds_per_bare_forward() if needed else 0.0
-        row, _ = measure(name, model, run)
-        rows.append(row)
-        if needed:
-            limits[name] = needed * (before + seconds_per_bare_forward()) / 2
-
-    generator = torch.Generator().manual_seed(0)
-    sscam = SmoothedScoreCAM(model, layer)
-    add(f"bare K'={k_prime} forwards (limit)", lambda: bare_forwards(model, k_prime, batch, shape))
-    add(
-        "captum_sscam ScoreCAM fp32",
-        lambda: ScoreCAM(model, layer).attribute(x, target=target, perturbations_per_eval=batch),
-        k_prime,
-    )
-
-    def torchcam_run(extractor_cls: type, **kwargs: Any) -> Callable[[], Any]:
-        def run() -> Any:
-            with extractor_cls(
-                model, layer, batch_size=batch, input_shape=shape, **kwargs
-            ) as extractor:
+            shape = tuple(x.shape[1:])
+            with TorchcamScoreCAM(model, layer, batch_size=args.batch, input_shape=shape) as cam:
                 with torch.no_grad():
                     scores = model(x)
-                return extractor(target, scores)
+                return cam(target, scores)[0]
+        return method.attribute(x, target=target, perturbations_per_eval=args.batch, **options)
 
-        return run
-
-    add("torchcam ScoreCAM", torchcam_run(torchcam_methods.ScoreCAM), k_prime)
-
-    def grad_cam_run() -> Any:
-        with GradCamScoreCAM(model, [layer]) as cam:
-            cam.batch_size = batch
-            return cam(x, [ClassifierOutputTarget(target)])
-
-    add("grad-cam ScoreCAM", grad_cam_run, k_prime)
-
-    def ours(**options: Any) -> Callable[[], Any]:
-        return lambda: sscam.attribute(
-            x,
-            target=target,
-            nt_samples=samples,
-            perturbations_per_eval=batch,
-            generator=generator,
-            **options,
+    images = [0]
+    handle = model.register_forward_pre_hook(
+        lambda _m, inputs: images.__setitem__(0, images[0] + inputs[0].shape[0])
+    )
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    saliency = run()
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    handle.remove()
+    bare = seconds_per_bare_forward(model, bare_batch, row.precision)
+    if saliency is not None:
+        torch.save(saliency.detach().float().reshape(-1), args.map)
+    used = options.get("channels_last")
+    if used is None and row.kind == "ours":  # the automatic choice (none: too few batches)
+        used = next(iter(method._memory_formats.values()), False)
+    print(
+        json.dumps(
+            {
+                "wall": wall,
+                "user": after.ru_utime - usage.ru_utime,
+                "system": after.ru_stime - usage.ru_stime,
+                "faults": after.ru_minflt - usage.ru_minflt,
+                "peak_mb": after.ru_maxrss / 1024,
+                "forwards": images[0],
+                "k_prime": k_prime,
+                "needed": forwards_needed,
+                "bare": bare,
+                "format": {None: "-", False: "contiguous", True: "channels-last"}[used],
+                "malloc": malloc.applied,
+            }
         )
+    )
 
-    add(f"captum_sscam SS-CAM N={samples} fp32 (iid)", ours(), samples * k_prime)
-    add(
-        f"torchcam SSCAM N={samples}",
-        torchcam_run(torchcam_methods.SSCAM, num_samples=samples),
-        samples * k_prime,
+
+def run_timing_row(row: TimingRow, args: argparse.Namespace, map_path: str) -> dict:
+    env = {key: value for key, value in os.environ.items() if key not in ALLOCATOR_VARIABLES}
+    env["CAPTUM_SSCAM_MALLOC"] = row.malloc
+    command = [sys.executable, __file__, "--child", row.label, "--map", map_path]
+    command += ["--model", args.model, "--size", str(args.size), "--batch", str(args.batch)]
+    command += ["--top-k", str(args.top_k or 0)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{row.label} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def timing(args: argparse.Namespace) -> None:
+    rows = [
+        row
+        for label, row in TIMING_ROWS.items()
+        if label in (args.rows or TIMING_ROWS) and not (args.top_k and row.kind == "torchcam")
+    ]
+    results: dict[str, list[dict]] = {row.label: [] for row in rows}
+    maps: dict[str, list[Tensor]] = {row.label: [] for row in rows}
+    with tempfile.TemporaryDirectory() as folder:
+        for repeat in range(args.repeats):
+            for index, row in enumerate(rows):
+                map_path = str(Path(folder) / f"{index}-{repeat}.pt")
+                results[row.label].append(run_timing_row(row, args, map_path))
+                if Path(map_path).exists():
+                    maps[row.label].append(torch.load(map_path))
+                print(f"  {row.label} #{repeat + 1}: {results[row.label][-1]}", flush=True)
+    first = results[rows[0].label][0]
+    restricted = f", top_k_channels={args.top_k} in every row" if args.top_k else ""
+    _, _, _, title = timing_setting(args.model, args.size)
+    print(
+        f"\n{title}, K' = {first['k_prime']}{restricted}, batch {args.batch}; one fresh process "
+        f"per run, rows in turns, {args.repeats} run(s) each"
     )
-    add(
-        f"captum_sscam SS-CAM N={samples} top-{top_k} ch.",
-        ours(top_k_channels=top_k),
-        samples * min(top_k, k_prime),
+    print(
+        "| row | run | format | wall s | user s | system s | system / user | minor faults "
+        "| forwards | peak RSS MB | bare ms / forward | x bare K' | max map diff |"
     )
-    add(
-        f"captum_sscam SS-CAM N={samples} top-{top_k} antithetic",
-        ours(top_k_channels=top_k, noise_sampling="antithetic"),
-        samples * min(top_k, k_prime),
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    reference_label = "channels_last=False (fp32 contiguous)"
+    for row in rows:
+        for repeat, run in enumerate(results[row.label]):
+            diff = "-"
+            if maps[row.label] and maps.get(reference_label):
+                reference = maps[reference_label][repeat]
+                if maps[row.label][repeat].shape == reference.shape:
+                    change = (maps[row.label][repeat] - reference).abs().max()
+                    diff = f"{float(change / reference.abs().max().clamp(min=1e-30)):.1e}"
+            print(
+                f"| {row.label} | {repeat + 1} | {run['format']} | {run['wall']:.1f} "
+                f"| {run['user']:.1f} | {run['system']:.2f} "
+                f"| {100 * run['system'] / max(run['user'], 1e-9):.0f} % | {run['faults']:,} "
+                f"| {run['forwards']} | {run['peak_mb']:.0f} | {1000 * run['bare']:.1f} "
+                f"| {run['wall'] / (run['needed'] * run['bare']):.2f} | {diff} |"
+            )
+    print(
+        "\nmax map diff: largest absolute difference from the channels_last=False map of the "
+        "same run, relative to that map's maximum (torchcam: channel-softmax mode, not comparable)"
     )
-    peers = {
-        "captum_sscam ScoreCAM fp32": "torchcam ScoreCAM",
-        "grad-cam ScoreCAM": "torchcam ScoreCAM",
+    timing_goals({label: runs for label, runs in results.items() if runs})
+
+
+def timing_goals(results: dict[str, list[dict]]) -> None:
+    """The goals, on the median wall time of each row's runs."""
+    wall = {
+        label: statistics.median(run["wall"] for run in runs) for label, runs in results.items()
     }
-    peers.update(
-        {row.name: f"torchcam SSCAM N={samples}" for row in rows[4:] if "captum" in row.name}
+    default, before = (
+        wall.get("default call"),
+        wall.get("before: CAPTUM_SSCAM_MALLOC=default, channels_last=False"),
     )
-    print_table(
-        f"{title}, 1 image, batch {batch}; x limit = time / bare "
-        f"time of the forwards the task needs (K'; N x K' for SS-CAM; N x k for top-k), "
-        f"at the cost per forward measured around each row; x peer = time / torchcam's",
-        rows,
-        limits,
-        peers,
-    )
+    if default and before:
+        print(f"default call vs before: {before / default:.2f}x faster (goal >= 2x)")
+    if default:
+        runs = results["default call"]
+        share = statistics.median(run["system"] / run["user"] for run in runs)
+        print(f"default call: system time {100 * share:.1f} % of user time (goal < 10 %)")
+        forced = [wall.get("channels_last=False (fp32 contiguous)"), wall.get("channels_last=True")]
+        if all(forced):
+            best = min(forced)
+            print(
+                f"automatic format: {100 * (default / best - 1):+.1f} % against the better "
+                "forced format (goal within 5 %)"
+            )
+    for label in TIMING_ROWS:
+        if label.startswith("torchcam") and label in wall and default:
+            print(f"{label} / default call: {wall[label] / default:.2f}x")
+
+
+def batch_sweep(args: argparse.Namespace) -> None:
+    """Bare fp32 forwards (contiguous) by batch size: where larger batches stop paying."""
+    model, _, x, title = timing_setting(args.model, args.size)
+    print(f"\n{title}: bare forwards by batch size (perturbations_per_eval), ms per image")
+    print("| batch | ms per image |")
+    print("|---|---|")
+    for size in (8, 16, 32, 64):
+        batch = torch.randn(size, *x.shape[1:])
+        bare_forwards(model, size, batch)  # warm-up at this shape
+        start = time.perf_counter()
+        bare_forwards(model, BRACKET_FORWARDS * 2, batch)
+        print(f"| {size} | {1000 * (time.perf_counter() - start) / (BRACKET_FORWARDS * 2):.1f} |")
 
 
 # ------------------------------------------------------------------- part 2
@@ -425,22 +552,41 @@ def noise_variance(photo_name: str, channels: int, reference_samples: int, seeds
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--samples", type=int, default=2, help="SS-CAM noise samples N")
-    parser.add_argument("--batch", type=int, default=32, help="perturbations_per_eval")
-    parser.add_argument("--top-k", type=int, default=64, help="channels kept in part 1")
-    parser.add_argument("--size", type=int, default=224, help="image size in part 1")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        default=["timing"],
+        choices=["timing", "batch", "faithfulness", "noise"],
+    )
+    parser.add_argument(
+        "--model",
+        choices=["lite0", "resnet50", "resnet18"],
+        default="lite0",
+        help="timing: the model",
+    )
+    parser.add_argument("--size", type=int, default=224, help="timing: image size")
+    parser.add_argument("--batch", type=int, default=32, help="timing: perturbations_per_eval")
+    parser.add_argument("--top-k", type=int, default=0, help="timing: top_k_channels (0: all)")
+    parser.add_argument("--repeats", type=int, default=2, help="timing: runs per row")
+    parser.add_argument("--rows", nargs="+", choices=list(TIMING_ROWS), help="timing: rows")
+    parser.add_argument("--samples", type=int, default=2, help="faithfulness: SS-CAM N")
     parser.add_argument("--photos", nargs="+", default=["coffee", "quokka"])
     parser.add_argument("--faithful-top-k", type=int, nargs="+", default=[64, 160])
     parser.add_argument("--precision-top-k", type=int, default=16, help="channels, bf16 check")
-    parser.add_argument("--model", choices=["resnet18", "lite0"], default="resnet18")
-    parser.add_argument("--parts", nargs="+", default=["timing", "faithfulness", "noise"])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--map", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{platform.processor() or platform.machine()}, load average {os.getloadavg()}"
-    )
+    if args.child:
+        timing_child(args)
+        return
+    from captum_sscam.attr._hardware import cpu_description
+
+    print(cpu_description())
+    print(f"torch {torch.__version__}, load average {os.getloadavg()}, {time.strftime('%F %R %Z')}")
     if "timing" in args.parts:
-        timing(args.samples, args.batch, args.top_k, args.size, args.model)
+        timing(args)
+    if "batch" in args.parts:
+        batch_sweep(args)
     if "faithfulness" in args.parts:
         faithfulness(args.samples, args.photos, args.faithful_top_k, args.precision_top_k)
     if "noise" in args.parts:

@@ -1,0 +1,518 @@
+"""What SS-CAM costs on the CPU, how its Monte-Carlo error falls with the budget, and noise levels.
+
+All parts use the bundled pretrained EfficientNet-Lite0 (224 px, 1280 x 7 x 7 head
+activation) on real photos, each resized to 224 x 224 as a whole, and explain the
+model's top-1 class (``noise-level``: the class of the photo's boxes).
+
+Part ``end-to-end`` (coffee): the exact SS-CAM default call (``nt_samples=35``,
+fp32, uniform, seed 0), torchcam 0.5.0's SSCAM at ``--torchcam-samples`` (it scores
+all 1280 channels per sample; its cost is linear in N, so N = 35 is extrapolated
+from it unless ``--torchcam-samples 35``), and the fast path: ``autocast_dtype="auto"``
+with ``sample_allocation="adaptive"`` at ``--fast-budget`` (also in fp32 with
+``--rows ... adaptive-fp32``). Wall, user and system seconds, minor page faults and
+forwards per row. Freed memory is kept (``set_keep_freed_memory(True)``) before
+torchcam's row too, so that it is not slowed by page faults (with glibc's own settings
+it is about 3x slower; see ``benchmark_speed.py``).
+
+Part ``error``: uniform and adaptive allocation at equal budgets N, map spread over
+``--seeds`` seeds on each photo: the root mean square deviation of the maps (before
+the ReLU) from their mean over seeds (with S - 1 in the denominator), relative to the
+norm of the mean uniform map at the largest budget. Both estimators are unbiased, so
+spread is their error. Every call uses ``top_k_channels=--channels`` (the same
+restricted estimand for both allocations), bf16 autocast (``autocast_dtype="auto"``
+on a CPU with bf16 units) and ``channels_last=True``. The uniform maps at every
+budget come from one uniform call per seed at the largest budget: with per-item
+seeding a call's first n samples of each channel are the samples of the call with
+``nt_samples=n`` (checked once per run against a direct call). Also the standard
+error the calls return (``return_error=True``; for the uniform budgets, the same
+formula on the first n samples): its norm relative to the same reference.
+
+Part ``noise-level``: SS-CAM at ``nt_samples=8`` for each ``stdevs`` and both noise
+placements, against Score-CAM, on photos with boxes (``annotated_photos``):
+deletion AUC (lower is better), insertion AUC (higher is better) and the energy
+pointing game (higher is better), with paired differences against Score-CAM; every
+map with ``top_k_channels=--channels`` and bf16 autocast, seed 0.
+
+Run (hold the shared lock). With one torch thread (``OMP_NUM_THREADS=1``) on 2 shared
+cores, ``end-to-end`` took about 11 minutes (torchcam at N = 2 1 minute, exact N = 35
+7.6 minutes, the fast path 2 minutes) and ``error`` 24 minutes; ``noise-level`` makes about
+8,300 bf16 and 1,800 fp32 forwards per photo (a few minutes each):
+
+    flock /tmp/captum_sscam_heavy.lock env PYTHONPATH=. .venv/bin/python \\
+        benchmarks/sscam_cost.py end-to-end --fast-budget 14
+    flock /tmp/captum_sscam_heavy.lock env PYTHONPATH=. .venv/bin/python \\
+        benchmarks/sscam_cost.py error
+    flock /tmp/captum_sscam_heavy.lock env PYTHONPATH=. .venv/bin/python \\
+        benchmarks/sscam_cost.py noise-level
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import resource
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from captum_sscam import ScoreCAM, SmoothedScoreCAM, set_keep_freed_memory
+from captum_sscam.apps.annotated_photos import annotated_photos, choose_target
+from captum_sscam.apps.data import Photo, photo_tensor, resize_photo, skimage_photos
+from captum_sscam.apps.models import (
+    efficientnet_lite0,
+    imagenet_class_names,
+    lite0_preprocess,
+    lite0_target_layer,
+)
+from captum_sscam.attr._hardware import cpu_description
+from captum_sscam.metrics import deletion_auc, energy_pointing_game, insertion_auc
+
+SIZE = 224
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Wall, user and system seconds, minor page faults and forwards of one run."""
+
+    wall: float
+    user: float
+    system: float
+    faults: int
+    forwards: int
+
+
+@contextmanager
+def counted_forwards(model: nn.Module) -> Iterator[list[int]]:
+    """The number of images through ``model`` inside the block."""
+    count = [0]
+
+    def hook(_module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        count[0] += args[0].shape[0]
+
+    handle = model.register_forward_pre_hook(hook)
+    try:
+        yield count
+    finally:
+        handle.remove()
+
+
+def measured(model: nn.Module, run: Callable[[], Any]) -> tuple[Usage, Any]:
+    with counted_forwards(model) as forwards:
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        start = time.perf_counter()
+        result = run()
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    usage = Usage(
+        wall,
+        after.ru_utime - before.ru_utime,
+        after.ru_stime - before.ru_stime,
+        after.ru_minflt - before.ru_minflt,
+        forwards[0],
+    )
+    return usage, result
+
+
+def photo_input(photo: Photo) -> Tensor:
+    """The photo resized to 224 x 224 as a whole, as Lite0's input."""
+    return lite0_preprocess(photo_tensor(resize_photo(photo, SIZE)))
+
+
+def top1(model: nn.Module, x: Tensor) -> int:
+    with torch.no_grad():
+        return int(model(x).argmax())
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# --------------------------------------------------------------- end to end
+
+
+def end_to_end(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -> None:
+    from torchcam.methods import SSCAM
+
+    photos = {photo.name: photo for photo in skimage_photos()}
+    x = photo_input(photos["coffee"])
+    target = top1(model, x)
+    rows: list[tuple[str, Usage]] = []
+
+    def add(label: str, run: Callable[[], Any]) -> None:
+        usage, _ = measured(model, run)
+        rows.append((label, usage))
+        print(f"  {label}: {usage}", flush=True)
+
+    def torchcam() -> Tensor:
+        shape = tuple(x.shape[1:])
+        with SSCAM(
+            model, layer, batch_size=32, num_samples=args.torchcam_samples, input_shape=shape
+        ) as cam:
+            with torch.no_grad():
+                scores = model(x)
+            return cam(target, scores)[0]
+
+    set_keep_freed_memory(True)  # for torchcam too: what this package's calls do
+    torchcam_label = f"torchcam 0.5.0 SSCAM N={args.torchcam_samples} (freed memory kept)"
+    if "torchcam" in args.rows:
+        add(torchcam_label, torchcam)
+    if "exact" in args.rows:
+        add(
+            "exact SS-CAM N=35, default call (fp32, uniform)",
+            lambda: SmoothedScoreCAM(model, layer).attribute(
+                x, target=target, nt_samples=35, generator=generator(0)
+            ),
+        )
+    budget = args.fast_budget
+    if "adaptive-fp32" in args.rows:
+        add(
+            f'adaptive N={budget}, fp32 (sample_allocation="adaptive")',
+            lambda: SmoothedScoreCAM(model, layer).attribute(
+                x,
+                target=target,
+                nt_samples=budget,
+                sample_allocation="adaptive",
+                generator=generator(0),
+            ),
+        )
+    if "fast" in args.rows:
+        add(
+            f'fast path: autocast_dtype="auto", adaptive N={budget}',
+            lambda: SmoothedScoreCAM(model, layer).attribute(
+                x,
+                target=target,
+                nt_samples=budget,
+                sample_allocation="adaptive",
+                autocast_dtype="auto",
+                generator=generator(0),
+            ),
+        )
+    print(f"\nSS-CAM end to end, EfficientNet-Lite0 (pretrained), coffee {SIZE} px, class {target}")
+    print("| row | wall s | user s | system s | minor faults | forwards |")
+    print("|---|---|---|---|---|---|")
+    for label, usage in rows:
+        print(
+            f"| {label} | {usage.wall:.1f} | {usage.user:.1f} | {usage.system:.2f} "
+            f"| {usage.faults:,} | {usage.forwards:,} |"
+        )
+    wall = {label: usage.wall for label, usage in rows}
+    if torchcam_label in wall and args.torchcam_samples != 35:
+        per_sample = wall[torchcam_label] / args.torchcam_samples
+        wall["torchcam SSCAM N=35 (extrapolated)"] = 35 * per_sample
+        print(
+            f"| torchcam 0.5.0 SSCAM N=35, extrapolated: 35 x {per_sample:.1f} s per sample "
+            f"| {35 * per_sample:.0f} | | | | {35 * 1280 + 1:,} |"
+        )
+    fast = wall.get(f'fast path: autocast_dtype="auto", adaptive N={budget}')
+    exact = wall.get("exact SS-CAM N=35, default call (fp32, uniform)")
+    torchcam_35 = wall.get("torchcam SSCAM N=35 (extrapolated)", wall.get(torchcam_label))
+    if fast and exact:
+        print(f"fast path vs exact N=35 default call: {exact / fast:.1f}x (goal >= 10x)")
+    if fast and torchcam_35 and args.torchcam_samples in (2, 35):
+        print(f"fast path vs torchcam SSCAM N=35: {torchcam_35 / fast:.1f}x (goal >= 25x)")
+    if exact and torchcam_35:
+        print(f"exact N=35 default call vs torchcam SSCAM N=35: {torchcam_35 / exact:.1f}x")
+
+
+# -------------------------------------------------------------------- error
+
+
+@contextmanager
+def recorded_scores() -> Iterator[dict[str, Any]]:
+    """The per-item scores of SS-CAM calls in the block and the work object of the first map.
+
+    Benchmark-only instrumentation of the engine's private classes: every
+    ``ChannelStats.add`` (pair indices and scores of a round of items) and the
+    ``_PairWork`` whose ``map_and_error`` turns per-channel means into a map.
+    """
+    from captum_sscam.attr import _allocation, _run
+
+    record: dict[str, Any] = {"adds": []}
+    add, map_and_error = _allocation.ChannelStats.add, _run._PairWork.map_and_error
+
+    def recording_add(stats: Any, pair: Tensor, scores: Tensor) -> None:
+        record["adds"].append((pair.clone(), scores.to(torch.float64)))
+        add(stats, pair, scores)
+
+    def recording_map_and_error(work: Any, means: Tensor, variances: Tensor) -> Any:
+        record.setdefault("work", work)
+        return map_and_error(work, means, variances)
+
+    _allocation.ChannelStats.add = recording_add
+    _run._PairWork.map_and_error = recording_map_and_error
+    try:
+        yield record
+    finally:
+        _allocation.ChannelStats.add = add
+        _run._PairWork.map_and_error = map_and_error
+
+
+def prefix_maps(record: dict[str, Any], budgets: list[int]) -> dict[int, tuple[Tensor, Tensor]]:
+    """Maps and standard errors (before the ReLU) from each pair's first n samples.
+
+    The recorded call is uniform without a target error: one round of items,
+    pair-major, samples ``0 .. N - 1`` of each pair in order.
+    """
+    ((pair, scores),) = record["adds"]
+    work = record["work"]
+    pairs = len(work.pairs)
+    samples = scores.shape[0] // pairs
+    expected = torch.arange(pairs, device=pair.device).repeat_interleave(samples)
+    if not torch.equal(pair, expected):
+        raise RuntimeError("the recorded items are not pair-major: the engine changed.")
+    per_pair = scores.view(pairs, samples, -1)
+    result = {}
+    for n in budgets:
+        first = per_pair[:, :n]
+        maps, errors = work.map_and_error(first.mean(1), first.var(1) / n)
+        result[n] = (maps.float(), errors.float())
+    return result
+
+
+def error_study(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -> None:
+    photos = {photo.name: photo for photo in skimage_photos()}
+    method = SmoothedScoreCAM(model, layer)
+    largest = max(args.uniform_budgets)
+    common = {
+        "top_k_channels": args.channels,
+        "autocast_dtype": "auto",
+        "channels_last": True,
+        "relu_attributions": False,
+        "show_progress": False,
+    }
+    table: dict[str, dict[str, dict[int, dict[str, float]]]] = {}
+    for photo_index, name in enumerate(args.photos):
+        x = photo_input(photos[name])
+        target = top1(model, x)
+        maps: dict[str, dict[int, list[Tensor]]] = {"uniform": {}, "adaptive": {}}
+        errors: dict[str, dict[int, list[Tensor]]] = {"uniform": {}, "adaptive": {}}
+        forwards: dict[str, dict[int, list[int]]] = {"uniform": {}, "adaptive": {}}
+        for seed in range(args.seeds):
+            with recorded_scores() as record, counted_forwards(model) as count:
+                method.attribute(
+                    x, target=target, nt_samples=largest, generator=generator(seed), **common
+                )
+            for n, (saliency, error) in prefix_maps(record, args.uniform_budgets).items():
+                maps["uniform"].setdefault(n, []).append(saliency)
+                errors["uniform"].setdefault(n, []).append(error)
+                forwards["uniform"].setdefault(n, []).append(1 + n * (count[0] - 1) // largest)
+            if photo_index == 0 and seed == 0:
+                check_prefix(method, x, target, common, maps["uniform"])
+            for n in args.adaptive_budgets:
+                with counted_forwards(model) as count:
+                    saliency, error = method.attribute(
+                        x,
+                        target=target,
+                        nt_samples=n,
+                        sample_allocation="adaptive",
+                        return_error=True,
+                        generator=generator(seed),
+                        **common,
+                    )
+                maps["adaptive"].setdefault(n, []).append(saliency)
+                errors["adaptive"].setdefault(n, []).append(error)
+                forwards["adaptive"].setdefault(n, []).append(count[0])
+            print(f"  {name} (class {target}), seed {seed} done", flush=True)
+        reference = torch.stack(maps["uniform"][largest]).mean(0).norm()
+        table[name] = {
+            allocation: {
+                n: {
+                    "spread": spread(maps[allocation][n]) / float(reference),
+                    "error": statistics.mean(float(e.norm()) for e in errors[allocation][n])
+                    / float(reference),
+                    "forwards": statistics.mean(forwards[allocation][n]),
+                }
+                for n in maps[allocation]
+            }
+            for allocation in maps
+        }
+        print(f"  {name}: {table[name]}", flush=True)  # each photo's numbers as they come
+    print_error_table(args, table)
+
+
+def check_prefix(
+    method: SmoothedScoreCAM,
+    x: Tensor,
+    target: int,
+    common: dict[str, Any],
+    uniform: dict[int, list[Tensor]],
+) -> None:
+    """A direct call at the smallest budget equals the recorded call's prefix."""
+    n = min(uniform)
+    direct = method.attribute(x, target=target, nt_samples=n, generator=generator(0), **common)
+    prefix = uniform[n][0]
+    difference = float((direct - prefix).abs().max() / prefix.abs().max())
+    print(
+        f"  check: nt_samples={n} call vs the first {n} samples of the large call: "
+        f"max difference {difference:.1e} of the map's maximum"
+    )
+    if difference > 1e-4:
+        raise RuntimeError("prefix maps differ from direct calls: seeding is not per item.")
+
+
+def spread(maps: list[Tensor]) -> float:
+    """Root mean square deviation from the mean over runs (S - 1 in the denominator)."""
+    stacked = torch.stack([m.flatten().double() for m in maps])
+    deviations = stacked - stacked.mean(0)
+    return math.sqrt(float(deviations.square().sum()) / (len(maps) - 1))
+
+
+def print_error_table(
+    args: argparse.Namespace, table: dict[str, dict[str, dict[int, dict[str, float]]]]
+) -> None:
+    largest = max(args.uniform_budgets)
+    print(
+        f"\nSpread of SS-CAM maps over {args.seeds} seeds, relative to the norm of the mean "
+        f"uniform N={largest} map; EfficientNet-Lite0, top_k_channels={args.channels}, bf16 "
+        "autocast, channels-last, before the ReLU. SE: mean norm of the returned standard error "
+        "(same reference)."
+    )
+    print(
+        "| photo | N | forwards uniform / adaptive | spread uniform | spread adaptive "
+        "| adaptive / uniform | SE uniform | SE adaptive |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    budgets = sorted(set(args.uniform_budgets) | set(args.adaptive_budgets))
+    ratios: dict[int, list[float]] = {}
+    for name, rows in table.items():
+        for n in budgets:
+            uniform, adaptive = rows["uniform"].get(n), rows["adaptive"].get(n)
+            ratio = adaptive["spread"] / uniform["spread"] if uniform and adaptive else None
+            if ratio is not None:
+                ratios.setdefault(n, []).append(ratio)
+            print(
+                f"| {name} | {n} | {cell(uniform, 'forwards', '.0f')} / "
+                f"{cell(adaptive, 'forwards', '.0f')} | {cell(uniform, 'spread')} "
+                f"| {cell(adaptive, 'spread')} | {'-' if ratio is None else f'{ratio:.2f}'} "
+                f"| {cell(uniform, 'error')} | {cell(adaptive, 'error')} |"
+            )
+    print("\nadaptive / uniform spread at equal budget, geometric mean over photos (goal <= 0.75):")
+    for n, values in ratios.items():
+        mean = math.exp(statistics.mean(math.log(v) for v in values))
+        print(f"  N={n}: {mean:.2f} (per photo {', '.join(f'{v:.2f}' for v in values)})")
+    for name, rows in table.items():
+        target = rows["uniform"][largest]["spread"]
+        enough = [n for n in sorted(rows["adaptive"]) if rows["adaptive"][n]["spread"] <= target]
+        found = (
+            f"N={enough[0]} ({100 * enough[0] / largest:.0f} % of the forwards)"
+            if enough
+            else (f"none up to N={max(rows['adaptive'])}")
+        )
+        print(f"  {name}: smallest adaptive budget with spread <= uniform N={largest}: {found}")
+
+
+def cell(row: dict[str, float] | None, key: str, spec: str = ".4f") -> str:
+    return "-" if row is None else format(row[key], spec)
+
+
+# -------------------------------------------------------------- noise level
+
+
+def noise_level(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -> None:
+    names = imagenet_class_names()
+    photos = {photo.name: (photo, objects) for photo, objects in annotated_photos()}
+    score_cam, sscam = ScoreCAM(model, layer), SmoothedScoreCAM(model, layer)
+    common = {"top_k_channels": args.channels, "autocast_dtype": "auto"}
+    configurations: dict[str, Callable[[Tensor, int], Tensor]] = {
+        "Score-CAM": lambda x, target: score_cam.attribute(x, target=target, **common)
+    }
+    for noise_on in ("mask", "input"):
+        for stdev in args.stdevs:
+            configurations[f"SS-CAM {noise_on} sigma={stdev:g}"] = (
+                lambda x, target, noise_on=noise_on, stdev=stdev: sscam.attribute(
+                    x,
+                    target=target,
+                    nt_samples=args.noise_samples,
+                    stdevs=stdev,
+                    noise_on=noise_on,
+                    generator=generator(0),
+                    **common,
+                )
+            )
+    scores: dict[str, list[tuple[float, float, float]]] = {label: [] for label in configurations}
+    for name in args.box_photos:
+        photo, objects = photos[name]
+        x = photo_input(photo)
+        with torch.no_grad():
+            probabilities = model(x).softmax(1)[0]
+        target, boxes = choose_target(probabilities, objects, names)
+        scale_x = SIZE / photo.image.shape[1]
+        scale_y = SIZE / photo.image.shape[0]
+        boxes = tuple((a * scale_x, b * scale_y, c * scale_x, d * scale_y) for a, b, c, d in boxes)
+        for label, explain in configurations.items():
+            saliency = explain(x, target)
+            scores[label].append(
+                (
+                    float(deletion_auc(model, x, saliency, target=target)[0]),
+                    float(insertion_auc(model, x, saliency, target=target)[0]),
+                    float(energy_pointing_game(saliency, [boxes], input_size=(SIZE, SIZE))[0]),
+                )
+            )
+        print(f"  {name}: class {names[target]}, {len(boxes)} box(es) done", flush=True)
+    count = len(args.box_photos)
+    print(
+        f"\nNoise level at nt_samples={args.noise_samples}: mean over {count} photos "
+        f"({', '.join(args.box_photos)}); d = paired difference against Score-CAM, mean "
+        f"+- standard error over the photos; top_k_channels={args.channels}, bf16 autocast, seed 0"
+    )
+    print(
+        "| method | deletion (lower better) | d deletion | insertion (higher better) "
+        "| d insertion | energy pointing (higher better) | d energy |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    base = scores["Score-CAM"]
+    for label, values in scores.items():
+        cells = []
+        for metric in range(3):
+            own = [v[metric] for v in values]
+            diffs = [v[metric] - b[metric] for v, b in zip(values, base, strict=True)]
+            cells.append(f"{statistics.mean(own):.4f}")
+            cells.append("-" if label == "Score-CAM" else mean_and_error(diffs))
+        print(f"| {label} | {' | '.join(cells)} |")
+
+
+def mean_and_error(values: list[float]) -> str:
+    error = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):+.4f} +- {error:.4f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("part", choices=["end-to-end", "error", "noise-level"])
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        default=["torchcam", "exact", "fast"],
+        choices=["torchcam", "exact", "adaptive-fp32", "fast"],
+        help="end-to-end: the rows",
+    )
+    parser.add_argument("--fast-budget", type=int, default=14, help="end-to-end: adaptive N")
+    parser.add_argument("--torchcam-samples", type=int, default=2, help="end-to-end: its N")
+    parser.add_argument("--photos", nargs="+", default=["coffee", "chelsea", "astronaut"])
+    parser.add_argument("--seeds", type=int, default=4, help="error: seeds per estimator")
+    parser.add_argument("--channels", type=int, default=128, help="error, noise-level: top-k")
+    parser.add_argument("--uniform-budgets", type=int, nargs="+", default=[4, 8, 14, 16, 35])
+    parser.add_argument("--adaptive-budgets", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--box-photos", nargs="+", default=["coffee", "chelsea", "astronaut"])
+    parser.add_argument("--stdevs", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0])
+    parser.add_argument("--noise-samples", type=int, default=8, help="noise-level: N")
+    args = parser.parse_args()
+    print(cpu_description())
+    print(f"torch {torch.__version__}, load average {os.getloadavg()}, {time.strftime('%F %R %Z')}")
+    model = efficientnet_lite0()
+    layer = lite0_target_layer(model)
+    {"end-to-end": end_to_end, "error": error_study, "noise-level": noise_level}[args.part](
+        args, model, layer
+    )
+    print(f"\nload average at the end {os.getloadavg()}, {time.strftime('%F %R %Z')}")
+
+
+if __name__ == "__main__":
+    main()
