@@ -72,10 +72,12 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
     modules' ``training`` flags are restored afterwards, with a warning if any
     was set), and calls on one model from several threads run one at a time.
 
-    Speed options (see the performance page of the docs): ``autocast_dtype`` and
-    ``channels_last`` make each forward cheaper and change the map only by
-    rounding; ``top_k_channels`` scores only the ``k`` channels with the largest
-    spatial variance (or energy) and is an approximation.
+    Speed options (see the performance page of the docs): ``channels_last``
+    (chosen automatically by default) makes each forward cheaper and changes the
+    map only by rounding; ``autocast_dtype`` (mixed precision, opt-in) is cheaper
+    still but changes the map by more than rounding; ``top_k_channels`` scores
+    only the ``k`` channels with the largest spatial variance (or energy) and is
+    an approximation.
     """
 
     def __init__(
