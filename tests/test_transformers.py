@@ -147,3 +147,18 @@ def test_a_transform_with_the_wrong_shape_or_type_is_refused() -> None:
         ScoreCAM(model, layer, reshape_transform=lambda t: t.flatten(1)).attribute(
             torch.randn(1, 3, 32, 32), target=0
         )
+
+
+def test_a_layer_with_four_spatial_dimensions_is_refused() -> None:
+    # masks are resized (bi/tri)linearly: 1 to 3 spatial dimensions, as before the engine move
+    class FourSpatial(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Identity()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.layer(x).flatten(1)[:, :3]
+
+    model = FourSpatial()
+    with pytest.raises(ValueError, match="1 to 3 spatial dimensions"):
+        ScoreCAM(model, model.layer).attribute(torch.rand(1, 2, 2, 2, 2, 3), target=0)

@@ -13,6 +13,8 @@ from captum._utils.gradient import (
 )
 from torch import Tensor, nn
 
+from captum_sscam.attr._masks import is_supported_spatial_rank
+
 
 def check_layer_in_model(forward_func: Callable[..., Any], layer: nn.Module) -> None:
     """Raise if ``forward_func`` is a module that does not contain ``layer``."""
@@ -121,6 +123,12 @@ def layer_maps(
             "turn it into that shape."
         )
     rank = activation.dim()
+    if not is_supported_spatial_rank(rank - 2):
+        raise ValueError(
+            f"the layer's activations have shape {tuple(activation.shape)}; Score-CAM needs "
+            "(N, channels, *spatial) with 1 to 3 spatial dimensions (masks are resized "
+            "linearly, bilinearly or trilinearly). Pass reshape_transform= to turn it into that."
+        )
     if any(tensor.dim() != rank for tensor in inputs):
         shapes = ", ".join(str(tuple(tensor.shape)) for tensor in inputs)
         hint = (
