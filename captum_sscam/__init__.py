@@ -6,29 +6,9 @@ is imported from here, from ``captum_sscam.metrics`` or from
 ``captum_sscam.visualization``, never from a private module.
 """
 
-from captum_sscam.attr import (
-    NOISE_PLACEMENTS,
-    SCORE_MODES,
-    IntegratedScoreCAM,
-    ScoreCAM,
-    SmoothedScoreCAM,
-    channels_last_reshape_transform,
-    release_freed_memory,
-    set_keep_freed_memory,
-    vit_reshape_transform,
-)
+from captum_sscam import attr
+from captum_sscam.attr import *  # noqa: F403 - the library's public names, listed in attr.__all__
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "NOISE_PLACEMENTS",
-    "SCORE_MODES",
-    "IntegratedScoreCAM",
-    "ScoreCAM",
-    "SmoothedScoreCAM",
-    "__version__",
-    "channels_last_reshape_transform",
-    "release_freed_memory",
-    "set_keep_freed_memory",
-    "vit_reshape_transform",
-]
+__all__ = [*attr.__all__, "__version__"]

@@ -3,8 +3,8 @@
 A Score-CAM variant estimates, for every (example, channel) pair ``p``, the mean
 score ``a_p`` of its samples. ``ChannelStats`` keeps each pair's sample
 count, sum and sum of squares, from which the mean and its Monte-Carlo variance
-follow. ``uniform_items`` gives every pair the same number of samples (the
-papers' allocation).
+follow. ``Sampling`` says how many samples each pair gets: the same number (the
+papers' allocation) or a Neyman allocation after a pilot.
 """
 
 from __future__ import annotations
@@ -42,13 +42,6 @@ class Pairs:
         """Work items for host arrays of pair indices and sample numbers."""
         device_pair = torch.from_numpy(pair).to(self.example.device)
         return WorkItems(device_pair, self.host_example[pair], self.host_channel[pair], sample)
-
-
-def uniform_items(pairs: Pairs, samples: int) -> WorkItems:
-    """``samples`` items per pair, pair-major: ``(p, 0), (p, 1), ..., (p + 1, 0), ...``."""
-    pair = np.repeat(np.arange(len(pairs), dtype=np.int64), samples)
-    sample = np.tile(np.arange(samples, dtype=np.int64), len(pairs))
-    return pairs.items(pair, sample)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, cast
 
 import numpy as np
@@ -211,15 +212,21 @@ class _PairWork:
         starts = np.broadcast_to(np.asarray(first, dtype=np.int64), (len(self.pairs),))
         return self.pairs.items(pair, np.repeat(starts, counts) + offsets)
 
-    def _score_into(self, stats: ChannelStats, items: WorkItems, progress: Any) -> None:
+    @cached_property
+    def masked_inputs(self) -> MaskedInputs:
+        """The pairs' masked-input builder, made once for all sampling rounds."""
         run = self.run
-        masked = MaskedInputs(
+        return MaskedInputs(
             run.inputs,
             run.baselines,
             self.activation[self.pairs.example, self.pairs.channel],
             self.pairs.example,
             run.perturbation,
         )
+
+    def _score_into(self, stats: ChannelStats, items: WorkItems, progress: Any) -> None:
+        run = self.run
+        masked = self.masked_inputs
         examples = self.pairs.example[items.pair]
         scores = run.scorer.scores(
             len(items),
