@@ -241,9 +241,11 @@ def recorded_scores() -> Iterator[dict[str, Any]]:
         record["adds"].append((pair.clone(), scores.to(torch.float64)))
         add(stats, pair, scores)
 
-    def recording_map_and_error(work: Any, means: Tensor, variances: Tensor) -> Any:
+    def recording_map_and_error(
+        work: Any, means: Tensor, variances: Tensor, with_error: bool = True
+    ) -> Any:
         record.setdefault("work", work)
-        return map_and_error(work, means, variances)
+        return map_and_error(work, means, variances, with_error)
 
     _allocation.ChannelStats.add = recording_add
     _run._PairWork.map_and_error = recording_map_and_error
@@ -254,24 +256,50 @@ def recorded_scores() -> Iterator[dict[str, Any]]:
         _run._PairWork.map_and_error = map_and_error
 
 
-def prefix_maps(record: dict[str, Any], budgets: list[int]) -> dict[int, tuple[Tensor, Tensor]]:
-    """Maps and standard errors (before the ReLU) from each pair's first n samples.
+def budget_plans(record: dict[str, Any], allocation: str, budgets: list[int]) -> dict:
+    """Units per pair at each budget: ``n`` each (uniform) or the engine's Neyman
+    allocation on ``||A_k||`` (adaptive; no pilot in probability mode)."""
+    from captum_sscam.attr._allocation import neyman_counts
 
-    The recorded call is uniform without a target error: one round of items,
-    pair-major, samples ``0 .. N - 1`` of each pair in order.
-    """
-    ((pair, scores),) = record["adds"]
     work = record["work"]
     pairs = len(work.pairs)
-    samples = scores.shape[0] // pairs
-    expected = torch.arange(pairs, device=pair.device).repeat_interleave(samples)
-    if not torch.equal(pair, expected):
+    if allocation == "uniform":
+        return {n: torch.full((pairs,), n, dtype=torch.long) for n in budgets}
+    norms = work._activation_norms()
+    example = work.pairs.example
+    return {n: neyman_counts(norms, example, torch.tensor([n * pairs]), 1).cpu() for n in budgets}
+
+
+def prefix_maps(
+    record: dict[str, Any], plans: dict[int, Tensor], allocation: str
+) -> dict[int, tuple[Tensor, Tensor]]:
+    """Maps and standard errors (before the ReLU) from each pair's first ``plan[p]`` samples.
+
+    The recorded call has no target error: one round of items, pair-major, samples
+    ``0 .. n_p - 1`` of each pair in order. With per-item seeding, those first samples
+    are the samples a call with the smaller budget draws (checked by ``check_prefix``).
+    """
+    from captum_sscam.attr._allocation import ChannelStats, shrunk_variances
+
+    ((pair, scores),) = record["adds"]
+    work = record["work"]
+    pair = pair.cpu()
+    if bool((pair[1:] < pair[:-1]).any()):
         raise RuntimeError("the recorded items are not pair-major: the engine changed.")
-    per_pair = scores.view(pairs, samples, -1)
+    firsts = torch.searchsorted(pair, torch.arange(len(work.pairs)))
+    within = torch.arange(len(pair)) - firsts[pair]
     result = {}
-    for n in budgets:
-        first = per_pair[:, :n]
-        maps, errors = work.map_and_error(first.mean(1), first.var(1) / n)
+    for n, plan in plans.items():
+        keep = within < plan[pair]
+        if int(keep.sum()) != int(plan.sum()):
+            raise RuntimeError(f"the recorded call has too few samples for budget {n}.")
+        stats = ChannelStats.empty(len(work.pairs), scores.shape[1], scores.device)
+        stats.add(pair[keep], scores[keep])
+        if allocation == "uniform":
+            variances = stats.variances_of_means
+        else:
+            variances = shrunk_variances(stats, work.pairs.example, 1) / stats.counts
+        maps, errors = work.map_and_error(stats.means, variances)
         result[n] = (maps.float(), errors.float())
     return result
 
@@ -279,13 +307,15 @@ def prefix_maps(record: dict[str, Any], budgets: list[int]) -> dict[int, tuple[T
 def error_study(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -> None:
     photos = {photo.name: photo for photo in skimage_photos()}
     method = SmoothedScoreCAM(model, layer)
+    budgets = {"uniform": args.uniform_budgets, "adaptive": args.adaptive_budgets}
     largest = max(args.uniform_budgets)
     common = {
-        "top_k_channels": args.channels,
+        "top_k_channels": args.error_channels,
         "autocast_dtype": "auto",
         "channels_last": True,
         "relu_attributions": False,
         "show_progress": False,
+        "noise_on": args.noise_on,
     }
     table: dict[str, dict[str, dict[int, dict[str, float]]]] = {}
     for photo_index, name in enumerate(args.photos):
@@ -293,32 +323,25 @@ def error_study(args: argparse.Namespace, model: nn.Module, layer: nn.Module) ->
         target = top1(model, x)
         maps: dict[str, dict[int, list[Tensor]]] = {"uniform": {}, "adaptive": {}}
         errors: dict[str, dict[int, list[Tensor]]] = {"uniform": {}, "adaptive": {}}
-        forwards: dict[str, dict[int, list[int]]] = {"uniform": {}, "adaptive": {}}
+        forwards: dict[str, dict[int, int]] = {"uniform": {}, "adaptive": {}}
         for seed in range(args.seeds):
-            with recorded_scores() as record, counted_forwards(model) as count:
-                method.attribute(
-                    x, target=target, nt_samples=largest, generator=generator(seed), **common
-                )
-            for n, (saliency, error) in prefix_maps(record, args.uniform_budgets).items():
-                maps["uniform"].setdefault(n, []).append(saliency)
-                errors["uniform"].setdefault(n, []).append(error)
-                forwards["uniform"].setdefault(n, []).append(1 + n * (count[0] - 1) // largest)
-            if photo_index == 0 and seed == 0:
-                check_prefix(method, x, target, common, maps["uniform"])
-            for n in args.adaptive_budgets:
-                with counted_forwards(model) as count:
-                    saliency, error = method.attribute(
+            for allocation, allocation_budgets in budgets.items():
+                with recorded_scores() as record:
+                    method.attribute(
                         x,
                         target=target,
-                        nt_samples=n,
-                        sample_allocation="adaptive",
-                        return_error=True,
+                        nt_samples=max(allocation_budgets),
+                        sample_allocation=allocation,
                         generator=generator(seed),
                         **common,
                     )
-                maps["adaptive"].setdefault(n, []).append(saliency)
-                errors["adaptive"].setdefault(n, []).append(error)
-                forwards["adaptive"].setdefault(n, []).append(count[0])
+                plans = budget_plans(record, allocation, allocation_budgets)
+                for n, (saliency, error) in prefix_maps(record, plans, allocation).items():
+                    maps[allocation].setdefault(n, []).append(saliency)
+                    errors[allocation].setdefault(n, []).append(error)
+                    forwards[allocation][n] = int(plans[n].sum())
+                if photo_index == 0 and seed == 0:
+                    check_prefix(method, x, target, common, allocation, maps[allocation])
             print(f"  {name} (class {target}), seed {seed} done", flush=True)
         reference = torch.stack(maps["uniform"][largest]).mean(0).norm()
         table[name] = {
@@ -327,7 +350,7 @@ def error_study(args: argparse.Namespace, model: nn.Module, layer: nn.Module) ->
                     "spread": spread(maps[allocation][n]) / float(reference),
                     "error": statistics.mean(float(e.norm()) for e in errors[allocation][n])
                     / float(reference),
-                    "forwards": statistics.mean(forwards[allocation][n]),
+                    "forwards": forwards[allocation][n],
                 }
                 for n in maps[allocation]
             }
@@ -342,15 +365,19 @@ def check_prefix(
     x: Tensor,
     target: int,
     common: dict[str, Any],
-    uniform: dict[int, list[Tensor]],
+    allocation: str,
+    prefix_maps: dict[int, list[Tensor]],
 ) -> None:
     """A direct call at the smallest budget equals the recorded call's prefix."""
-    n = min(uniform)
-    direct = method.attribute(x, target=target, nt_samples=n, generator=generator(0), **common)
-    prefix = uniform[n][0]
+    n = min(prefix_maps)
+    direct = method.attribute(
+        x, target=target, nt_samples=n, sample_allocation=allocation, generator=generator(0),
+        **common,
+    )  # fmt: skip
+    prefix = prefix_maps[n][0]
     difference = float((direct - prefix).abs().max() / prefix.abs().max())
     print(
-        f"  check: nt_samples={n} call vs the first {n} samples of the large call: "
+        f"  check: {allocation} nt_samples={n} call vs the first samples of the large call: "
         f"max difference {difference:.1e} of the map's maximum"
     )
     if difference > 1e-4:
@@ -370,7 +397,8 @@ def print_error_table(
     largest = max(args.uniform_budgets)
     print(
         f"\nSpread of SS-CAM maps over {args.seeds} seeds, relative to the norm of the mean "
-        f"uniform N={largest} map; EfficientNet-Lite0, top_k_channels={args.channels}, bf16 "
+        f"uniform N={largest} map; EfficientNet-Lite0, top_k_channels={args.error_channels}, "
+        f"noise on the {args.noise_on}, bf16 "
         "autocast, channels-last, before the ReLU. SE: mean norm of the returned standard error "
         "(same reference)."
     )
@@ -497,9 +525,13 @@ def main() -> None:
     parser.add_argument("--torchcam-samples", type=int, default=2, help="end-to-end: its N")
     parser.add_argument("--photos", nargs="+", default=["coffee", "chelsea", "astronaut"])
     parser.add_argument("--seeds", type=int, default=4, help="error: seeds per estimator")
-    parser.add_argument("--channels", type=int, default=128, help="error, noise-level: top-k")
-    parser.add_argument("--uniform-budgets", type=int, nargs="+", default=[4, 8, 14, 16, 35])
-    parser.add_argument("--adaptive-budgets", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--channels", type=int, default=128, help="noise-level: top-k")
+    parser.add_argument(
+        "--error-channels", type=int, default=None, help="error: top-k (default: all channels)"
+    )
+    parser.add_argument("--noise-on", default="mask", choices=["mask", "input"], help="error")
+    parser.add_argument("--uniform-budgets", type=int, nargs="+", default=[4, 8, 16, 35])
+    parser.add_argument("--adaptive-budgets", type=int, nargs="+", default=[4, 8, 12, 14, 16])
     parser.add_argument("--box-photos", nargs="+", default=["coffee", "chelsea", "astronaut"])
     parser.add_argument("--stdevs", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0])
     parser.add_argument("--noise-samples", type=int, default=8, help="noise-level: N")

@@ -4,7 +4,7 @@ A Score-CAM variant estimates, for every (example, channel) pair ``p``, the mean
 score ``a_p`` of its samples. ``ChannelStats`` keeps each pair's sample
 count, sum and sum of squares, from which the mean and its Monte-Carlo variance
 follow. ``Sampling`` says how many samples each pair gets: the same number (the
-papers' allocation) or a Neyman allocation after a pilot.
+papers' allocation) or a Neyman allocation on each channel's gain.
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ class ChannelStats:
 SampleAllocation = Literal["uniform", "adaptive"]
 SAMPLE_ALLOCATIONS: tuple[str, ...] = ("uniform", "adaptive")
 # Shrinkage of each channel's variance toward its example's pooled variance, as a prior
-# worth this many degrees of freedom: a 2-sample pilot's own estimate (1 degree of
-# freedom) then gets weight 1/5, a 35-sample one 34/38.
+# worth this many degrees of freedom: a channel with one sample gets the pooled variance,
+# a 2-sample estimate (1 degree of freedom) weight 1/5, a 35-sample one 34/38.
 PRIOR_DEGREES_OF_FREEDOM = 4.0
 # target_error checks the error after these fractions of the budget.
 ROUND_FRACTIONS: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
@@ -97,37 +97,36 @@ class Sampling:
 
     ``samples`` is the budget: at most ``samples`` per pair on average, so at
     most ``samples * K'`` forwards per example. ``"uniform"`` gives every pair
-    ``samples`` (the papers); ``"adaptive"`` spends a pilot of
-    ``pilot_samples`` per pair, then allocates the rest by Neyman allocation
-    (``neyman_counts``). ``antithetic`` samples come in pairs ``(2j, 2j + 1)``
-    whose mean is one unit of the budget's statistics. ``target_error`` stops
-    early once the map's estimated relative standard error is below it.
+    ``samples`` (the papers); ``"adaptive"`` shares the budget by Neyman
+    allocation on each pair's gain (``neyman_counts``), after a pilot of
+    ``pilot`` samples per pair where the gains depend on the scores
+    (channel-softmax mode; 0 otherwise). ``antithetic`` samples come in pairs
+    ``(2j, 2j + 1)`` whose mean is one unit of the budget's statistics.
+    ``target_error`` stops early once the map's estimated relative standard error
+    is below it.
     """
 
     samples: int = 1
     allocation: str = "uniform"
     antithetic: bool = False
     target_error: float | None = None
+    pilot: int = 0
 
     @property
     def unit(self) -> int:
         """Samples per statistical unit: an antithetic pair counts once."""
         return 2 if self.antithetic else 1
 
-    @property
-    def pilot(self) -> int:
-        return pilot_samples(self.samples, self.antithetic)
-
 
 def pilot_samples(budget: int, antithetic: bool) -> int:
-    """Pilot samples per pair for adaptive allocation: about 1/8 of the budget, at least 2
-    (two antithetic pairs: variance needs two units)."""
+    """Pilot samples per pair where adaptive allocation needs one: about 1/8 of the
+    budget, at least 2 (two antithetic pairs: variance needs two units)."""
     pilot = max(2, budget // 8)
     return 2 * max(2, pilot // 2) if antithetic else pilot
 
 
-def minimum_adaptive_budget(antithetic: bool) -> int:
-    """The smallest ``nt_samples`` adaptive allocation accepts: the pilot plus one unit."""
+def minimum_pilot_budget(antithetic: bool) -> int:
+    """The smallest ``nt_samples`` a pilot allows: the pilot plus one unit."""
     return pilot_samples(1, antithetic) + (2 if antithetic else 1)
 
 
@@ -158,8 +157,9 @@ def neyman_counts(
     Neyman allocation (Neyman, "On the two different aspects of the representative
     method", J. R. Stat. Soc. 97, 1934): ``n_k`` proportional to ``weights_k``. Every
     pair gets at least one unit; the rest of ``units_per_example`` ``(N,)`` is shared
-    in proportion to the weights (rounded down, so no example exceeds its total).
-    An example whose weights are all zero shares uniformly.
+    in proportion to the weights and rounded by largest remainders, so each example
+    gets exactly its total (or one unit per pair where the total is smaller). An
+    example whose weights are all zero shares uniformly.
     """
     weights = weights.to(torch.float64)
     pairs_per_example = torch.zeros(num_examples, dtype=torch.float64, device=weights.device)
@@ -171,4 +171,14 @@ def neyman_counts(
         uniform[pair_example],
     )  # fmt: skip
     extra = (units_per_example.to(torch.float64) - pairs_per_example).clamp(min=0)
-    return 1 + torch.floor(share * extra[pair_example]).to(torch.long)
+    ideal = share * extra[pair_example]
+    counts = torch.floor(ideal)
+    given = torch.zeros_like(extra).index_add_(0, pair_example, counts)
+    leftover = torch.round(extra - given)  # (N,): units still to give, fewer than the pairs
+    # rank each pair within its example by its remainder, largest first
+    order = torch.argsort(pair_example.to(torch.float64) * 2 - (ideal - counts), stable=True)
+    starts = torch.cumsum(pairs_per_example, 0) - pairs_per_example
+    rank = torch.arange(len(order), device=order.device) - starts[pair_example[order]]
+    bonus = torch.zeros_like(counts)
+    bonus[order] = (rank < leftover[pair_example[order]]).to(counts.dtype)
+    return (1 + counts + bonus).to(torch.long)

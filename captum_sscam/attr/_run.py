@@ -79,7 +79,6 @@ class LayerRun:
             maps = torch.relu(maps)
         return maps, errors
 
-
     def _baseline_scores(self) -> Tensor | None:
         """``score(b)`` ``(N, T)``, subtracted from every channel's score, or ``None``."""
         if self.baselines is None:
@@ -118,23 +117,30 @@ class _PairWork:
         return stats, variances
 
     def adaptive(self, progress: Any) -> tuple[ChannelStats, Tensor]:
-        """A pilot per pair, then Neyman allocation of the rest (see the module docs).
+        """Neyman allocation of the budget on each pair's gain, then the rounds.
 
-        The pilot's samples decide the allocation only; each channel's estimate is
-        the mean of the samples allocated after it, so given the pilot they are
-        i.i.d. and the estimate is unbiased.
+        Units per pair ``n_k`` proportional to the gain ``||dL/da_k||``: the
+        allocation minimising the map's variance ``sum_k ||dL/da_k||^2 sigma_k^2 / n_k``
+        when the channels' score variances ``sigma_k^2`` are equal. In probability
+        mode the gain is ``||A_k||``, known before any sample: the allocation
+        depends on no score, so every sample counts in its channel's mean and the
+        estimate is unbiased. In channel-softmax mode the gains depend on the
+        weights, so a pilot estimates them (and ``sigma_k``); its samples decide
+        the allocation only and are left out of the means, which keeps them unbiased.
         """
         sampling = self.run.sampling
-        pilot = self._empty_stats()
-        self._score_into(pilot, self._items(np.full(len(self.pairs), sampling.pilot)), progress)
-        variances = shrunk_variances(pilot, self.pairs.example, self.num_examples)
-        gains = self._gains(pilot.means)
-        weights = (gains.square() * variances).sum(dim=1).sqrt()
         main_units = (sampling.samples - sampling.pilot) // sampling.unit
         pairs_per_example = torch.bincount(self.pairs.example, minlength=self.num_examples)
-        plan = neyman_counts(
-            weights, self.pairs.example, pairs_per_example * main_units, self.num_examples
-        ).cpu().numpy()  # units per pair, decided by the pilot alone
+        plan = (
+            neyman_counts(
+                self._allocation_weights(progress),
+                self.pairs.example,
+                pairs_per_example * main_units,
+                self.num_examples,
+            )
+            .cpu()
+            .numpy()
+        )  # units per pair
         estimates = self._empty_stats()
         done = np.zeros(len(self.pairs), dtype=np.int64)
         for fraction in self._rounds():
@@ -143,13 +149,23 @@ class _PairWork:
                 items = self._items(target - done, first=sampling.pilot + done)
                 self._score_into(estimates, items, progress)
                 done = target
-            own = estimates.variances
-            dof = (estimates.counts - 1).clamp(min=0)
-            combined = (own * dof + variances * pilot.counts) / (dof + pilot.counts)
-            error_variances = combined / estimates.counts.clamp(min=1)
+            # pairs with one unit have no variance of their own: the example's pooled one
+            error_variances = shrunk_variances(
+                estimates, self.pairs.example, self.num_examples
+            ) / estimates.counts.clamp(min=1)
             if self._error_reached(estimates.means, error_variances):
                 break
         return estimates, error_variances
+
+    def _allocation_weights(self, progress: Any) -> Tensor:
+        """``(P,)``: the Neyman weights, ``sqrt(sum_t gain_t^2 sigma_t^2)`` per pair."""
+        sampling = self.run.sampling
+        if not sampling.pilot:
+            return self._activation_norms()  # probability mode; sigma_k equal in an example
+        pilot = self._empty_stats()
+        self._score_into(pilot, self._items(np.full(len(self.pairs), sampling.pilot)), progress)
+        variances = shrunk_variances(pilot, self.pairs.example, self.num_examples)
+        return (self._gains(pilot.means).square() * variances).sum(dim=1).sqrt()
 
     def map_and_error(
         self, means: Tensor, variances: Tensor, with_error: bool = True
@@ -173,16 +189,18 @@ class _PairWork:
             maps = torch.einsum("nkt,nk...->nt...", scores, activation)
             if not with_error:
                 return maps.to(dtype), None
-            error = torch.einsum(
-                "nkt,nk...->nt...", self._dense(variances), activation.square()
-            )
+            error = torch.einsum("nkt,nk...->nt...", self._dense(variances), activation.square())
         return maps.to(dtype), error.clamp(min=0).sqrt().to(dtype)
+
+    def _activation_norms(self) -> Tensor:
+        """``(P,)``: ``||A_k||``, the gain of every pair in probability mode."""
+        norms = self.activation.flatten(2).norm(dim=2)[self.pairs.example, self.pairs.channel]
+        return norms.to(torch.float64)
 
     def _gains(self, means: Tensor) -> Tensor:
         """``(P, T)``: the norm of ``dL_t / da_k`` over the map, from the pilot's means."""
         if self.run.options.score_mode != "channel_softmax":
-            norms = self.activation.flatten(2).norm(dim=2)[self.pairs.example, self.pairs.channel]
-            return norms.unsqueeze(1).to(torch.float64)
+            return self._activation_norms().unsqueeze(1)
         scores = self._dense(means)
         weights = scores.masked_fill(~self.active.unsqueeze(2), float("-inf")).softmax(1)
         weights = weights.nan_to_num(0.0)

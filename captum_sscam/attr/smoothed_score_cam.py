@@ -15,7 +15,7 @@ from captum_sscam.attr._allocation import (
     SAMPLE_ALLOCATIONS,
     SampleAllocation,
     Sampling,
-    minimum_adaptive_budget,
+    minimum_pilot_budget,
     pilot_samples,
 )
 from captum_sscam.attr._options import (
@@ -128,16 +128,20 @@ class SmoothedScoreCAM(ScoreCAM):
             channel_criterion: how those channels are ranked, as in ScoreCAM.
             sample_allocation: ``"uniform"`` (default, the paper: ``nt_samples``
                 per channel) or ``"adaptive"``: ``nt_samples`` stays the budget (at
-                most ``nt_samples`` x K' forwards per example), a pilot of about
-                1/8 of it (at least 2 samples) per channel estimates each channel's
-                score variance $\sigma_k^2$ (shrunk toward the example's pooled
-                variance), and the rest is shared by Neyman allocation,
-                $n_k \propto \lVert \partial L / \partial a_k \rVert\, \sigma_k$,
-                which minimises the map's Monte-Carlo variance
-                $\sum_k \lVert \partial L/\partial a_k \rVert^2 \sigma_k^2 / n_k$ (summed over
-                targets). Each weight is the mean of its channel's samples drawn after
-                the pilot, which only decides the allocation: the estimate stays
-                unbiased. Needs ``nt_samples`` >= 3 (>= 6 with antithetic noise).
+                most ``nt_samples`` x K' forwards per example), shared by Neyman
+                allocation on each channel's gain,
+                $n_k \propto \lVert \partial L / \partial a_k \rVert = \lVert A_k \rVert$,
+                at least one sample each. This minimises the map's Monte-Carlo variance
+                $\sum_k \lVert \partial L/\partial a_k \rVert^2 \sigma_k^2 / n_k$ when the
+                channels' score variances $\sigma_k^2$ are equal; estimating
+                $\sigma_k$ from a pilot costs more than it gains at these budgets
+                (see the performance docs). The allocation depends on the activation
+                only, so each weight is the plain mean of its channel's samples and the
+                estimate is unbiased. With ``score_mode="channel_softmax"`` the gains
+                depend on the weights: a pilot of about 1/8 of the budget (at least 2
+                samples) per channel estimates them and $\sigma_k$ and is left out of
+                the means; ``nt_samples`` must then be at least 3 (6 with antithetic
+                noise).
             target_error: stop sampling once the estimated relative standard error
                 of every map, $\lVert \mathrm{SE} \rVert / \lVert L \rVert$ (before
                 the ReLU), is at most this (checked after 1/8, 1/4, 1/2 and all of
@@ -170,7 +174,9 @@ class SmoothedScoreCAM(ScoreCAM):
                 )
             perturbations_per_eval = nt_samples_batch_size
         options = ScoreCAMOptions.from_arguments(locals())
-        sampling = _sampling(samples, sample_allocation, antithetic, target_error, return_error)
+        sampling = _sampling(
+            samples, sample_allocation, antithetic, target_error, return_error, score_mode
+        )
         num_inputs = len(inputs) if isinstance(inputs, tuple) else 1
         noise = GaussianNoise(
             check_stdevs(stdevs, num_inputs), noise_on, seed_from(generator), antithetic
@@ -187,6 +193,7 @@ def _sampling(
     antithetic: bool,
     target_error: object,
     return_error: object,
+    score_mode: str,
 ) -> Sampling:
     """The validated sampling plan of an SS-CAM call."""
     check_choice("sample_allocation", allocation, SAMPLE_ALLOCATIONS)
@@ -201,11 +208,14 @@ def _sampling(
             f"target_error must be None or a finite number > 0 (e.g. 0.05), got {target_error!r}."
         )
     unit = 2 if antithetic else 1
-    if allocation == "adaptive" and samples < minimum_adaptive_budget(antithetic):
+    # channel-softmax gains depend on the scores: a pilot estimates them
+    needs_pilot = allocation == "adaptive" and score_mode == "channel_softmax"
+    if needs_pilot and samples < minimum_pilot_budget(antithetic):
         raise ValueError(
-            f"adaptive allocation spends a pilot of {pilot_samples(samples, antithetic)} samples "
-            f"per channel and at least {unit} more, so nt_samples must be at least "
-            f"{minimum_adaptive_budget(antithetic)}; got {samples}."
+            f"adaptive allocation with score_mode='channel_softmax' spends a pilot of "
+            f"{pilot_samples(samples, antithetic)} samples per channel and at least {unit} "
+            f"more, so nt_samples must be at least {minimum_pilot_budget(antithetic)}; "
+            f"got {samples}."
         )
     if (return_error or target_error is not None) and samples < 2 * unit:
         raise ValueError(
@@ -214,5 +224,9 @@ def _sampling(
             f"got nt_samples={samples}."
         )
     return Sampling(
-        samples, str(allocation), antithetic, None if target_error is None else float(target_error)
+        samples,
+        str(allocation),
+        antithetic,
+        None if target_error is None else float(target_error),
+        pilot_samples(samples, antithetic) if needs_pilot else 0,
     )
