@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -45,6 +46,23 @@ import matplotlib.pyplot as plt
 PHOTOS = ("quokka", "voc", "coffee", "chelsea", "astronaut", "rocket", "motorcycle")
 OURS = tuple(METHODS)  # the registry's keys: ig, grad-cam, score-cam, ss-cam, ss-cam-input
 REFERENCE = {"torchcam-scorecam": "torchcam ScoreCAM", "torchcam-sscam": "torchcam SSCAM"}
+FAST = {"ss-cam-fast": "ss-cam", "ss-cam-input-fast": "ss-cam-input"}
+"""The fast path of each SS-CAM variant: bf16 where the hardware has it, adaptive sampling."""
+
+
+def fast_methods(
+    model: torch.nn.Module, layer: torch.nn.Module, options: Options, budget: int
+) -> dict[str, Explain]:
+    """SS-CAM's fast path (``autocast_dtype="auto"``, ``sample_allocation="adaptive"``,
+    ``nt_samples=budget``) for both noise variants, named "<variant> fast"."""
+    fast = replace(options, nt_samples=budget)
+    return {
+        f"{METHODS[key].name} fast": replace(
+            METHODS[key],
+            fixed={**METHODS[key].fixed, "autocast_dtype": "auto", "sample_allocation": "adaptive"},
+        ).explain(model, layer, fast)
+        for key in FAST.values()
+    }
 
 
 def torchcam_methods(model: torch.nn.Module, layer: torch.nn.Module, nt_samples: int) -> dict:
@@ -188,9 +206,12 @@ def main() -> None:
     parser.add_argument("--nt-samples", type=int, default=2, help="SS-CAM noise samples (N)")
     parser.add_argument("--step", type=float, default=0.01, help="deletion/insertion step")
     parser.add_argument(
+        "--fast-budget", type=int, default=14, help="nt_samples of the fast path (ss-cam-fast)"
+    )
+    parser.add_argument(
         "--methods",
         default=",".join((*OURS, "torchcam-scorecam")),
-        help=f"comma list from {', '.join((*OURS, *REFERENCE))}",
+        help=f"comma list from {', '.join((*OURS, *FAST, *REFERENCE))}",
     )
     parser.add_argument(
         "--out", default="build/real_photos", help="records go to OUT/n<nt-samples>-step<step>/"
@@ -208,13 +229,15 @@ def main() -> None:
     layer = lite0_target_layer(model)
     samples = photo_samples(args.photos.split(","), model)
     keys = args.methods.split(",")
-    unknown = [key for key in keys if key not in (*OURS, *REFERENCE)]
+    unknown = [key for key in keys if key not in (*OURS, *FAST, *REFERENCE)]
     if unknown:
-        parser.error(f"unknown methods {unknown}; choose from {(*OURS, *REFERENCE)}")
+        parser.error(f"unknown methods {unknown}; choose from {(*OURS, *FAST, *REFERENCE)}")
     options = Options(nt_samples=args.nt_samples, ig_steps=50)
     every = explain_functions([k for k in OURS if k in keys], model, layer, options)
     every.update(torchcam_methods(model, layer, args.nt_samples))
-    names = {**{key: METHODS[key].name for key in OURS}, **REFERENCE}
+    every.update(fast_methods(model, layer, options, args.fast_budget))
+    fast_names = {key: f"{METHODS[variant].name} fast" for key, variant in FAST.items()}
+    names = {**{key: METHODS[key].name for key in OURS}, **fast_names, **REFERENCE}
     methods = {names[key]: every[names[key]] for key in keys}
     start = time.perf_counter()
     out = Path(args.out) / f"n{args.nt_samples}-step{args.step}"

@@ -440,6 +440,121 @@ def cell(row: dict[str, float] | None, key: str, spec: str = ".4f") -> str:
     return "-" if row is None else format(row[key], spec)
 
 
+# -------------------------------------------------------------- allocation
+
+
+def sampled_scores(
+    method: SmoothedScoreCAM, x: Tensor, target: int, samples: int, **kwargs: Any
+) -> tuple[Tensor, Tensor]:
+    """``(P, samples)`` recorded scores of a uniform call (units: antithetic pairs count
+    once) and the pairs' activation norms ``(P,)``."""
+    with recorded_scores() as record:
+        method.attribute(x, target=target, nt_samples=samples, generator=generator(123), **kwargs)
+    ((_, scores),) = record["adds"]
+    work = record["work"]
+    return scores[:, 0].view(len(work.pairs), -1), work._activation_norms()
+
+
+def map_variance(norms: Tensor, variances: Tensor, counts: Tensor) -> float:
+    """``sum_k ||A_k||^2 sigma_k^2 / n_k``: the map's Monte-Carlo variance."""
+    return float((norms.square() * variances / counts).sum())
+
+
+def neyman(weights: Tensor, units: int) -> Tensor:
+    """The engine's allocation of ``units`` over one example's pairs, by ``weights``."""
+    from captum_sscam.attr._allocation import neyman_counts
+
+    example = torch.zeros(len(weights), dtype=torch.long)
+    return neyman_counts(weights, example, torch.tensor([units]), 1).double()
+
+
+def piloted_variance(
+    scores: Tensor, norms: Tensor, budget: int, draws: int, rng: torch.Generator
+) -> float:
+    """Mean map variance (relative to uniform) of a 2-sample pilot drawn from ``scores``,
+    shrunk variances and Neyman allocation of the rest, the pilot left out."""
+    from captum_sscam.attr._allocation import ChannelStats, shrunk_variances
+
+    pairs = len(norms)
+    variances = scores.var(dim=1)
+    uniform = map_variance(norms, variances, torch.full((pairs,), float(budget)))
+    ratios = []
+    for _ in range(draws):
+        chosen = torch.rand(scores.shape, generator=rng).argsort(dim=1)[:, :2]
+        stats = ChannelStats.empty(pairs, 1, torch.device("cpu"))
+        stats.add(torch.arange(pairs).repeat_interleave(2), scores.gather(1, chosen).reshape(-1, 1))
+        shrunk = shrunk_variances(stats, torch.zeros(pairs, dtype=torch.long), 1)[:, 0]
+        counts = neyman(norms * shrunk.sqrt(), max(budget - 2, 1) * pairs)
+        ratios.append(map_variance(norms, variances, counts) / uniform)
+    return statistics.mean(ratios)
+
+
+def allocation_study(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -> None:
+    """Expected map variance of each allocation rule, from per-channel score variances.
+
+    For any allocation ``n_k`` decided without the samples it averages, the map's
+    Monte-Carlo variance (before the ReLU, probability mode) is
+    ``sum_k ||A_k||^2 sigma_k^2 / n_k``; ``sigma_k^2`` is estimated from ``--pool``
+    samples of every channel. Rules, at budgets N (``N K'`` samples): uniform; the
+    engine's adaptive (``n_k`` proportional to ``||A_k||``); Neyman allocation on
+    ``||A_k|| sigma_k`` with the pooled sample's sigma (a bound no pilot reaches); and a
+    2-sample pilot with shrunk variances then Neyman on the rest (the pilot left out of
+    the means), averaged over ``--pilot-draws`` random pilots drawn from the pool.
+    """
+    photos = {photo.name: photo for photo in skimage_photos()}
+    method = SmoothedScoreCAM(model, layer)
+    common = {"autocast_dtype": "auto", "channels_last": True, "show_progress": False}
+    draws = torch.Generator().manual_seed(0)
+    print(
+        f"\nExpected map variance relative to uniform allocation at the same budget "
+        f"(sigma_k from {args.pool} samples per channel, all channels, bf16 autocast, "
+        f"stdevs 2.0); lower is better."
+    )
+    print(
+        "| photo | noise on | K' | score CV median (IQR) | channels with 50 % / 90 % of "
+        "the variance | N | adaptive | Neyman, sampled sigma (bound) | pilot 2 + shrunk "
+        "sigma | antithetic / iid, equal forwards |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in args.photos:
+        x = photo_input(photos[name])
+        target = top1(model, x)
+        for noise_on in ("mask", "input"):
+            scores, norms = sampled_scores(
+                method, x, target, args.pool, noise_on=noise_on, **common
+            )
+            pairs = len(norms)
+            variances = scores.var(dim=1)
+            antithetic = "-"
+            if args.antithetic:
+                pair_means, _ = sampled_scores(
+                    method, x, target, args.pool, noise_on=noise_on,
+                    noise_sampling="antithetic", **common,
+                )  # fmt: skip
+                ratio = (norms.square() * pair_means.var(dim=1)).sum() / (
+                    norms.square() * variances / 2
+                ).sum()
+                antithetic = f"{float(ratio):.2f}"
+            cv = (variances.sqrt() / scores.mean(dim=1).abs().clamp(min=1e-30)).quantile(
+                torch.tensor([0.25, 0.5, 0.75], dtype=variances.dtype)
+            )
+            contributions = (norms.square() * variances).sort(descending=True).values
+            shares = contributions.cumsum(0) / contributions.sum()
+            half, most = (int(torch.searchsorted(shares, q)) + 1 for q in (0.5, 0.9))
+            for n in args.budgets:
+                uniform = map_variance(norms, variances, torch.full((pairs,), float(n)))
+                adaptive = map_variance(norms, variances, neyman(norms, n * pairs)) / uniform
+                bound = neyman(norms * variances.sqrt(), n * pairs)
+                bound_ratio = map_variance(norms, variances, bound) / uniform
+                piloted = piloted_variance(scores, norms, n, args.pilot_draws, draws)
+                print(
+                    f"| {name} | {noise_on} | {pairs} | {float(cv[1]):.2f} ({float(cv[0]):.2f}"
+                    f"-{float(cv[2]):.2f}) | {half} / {most} | {n} | {adaptive:.2f} "
+                    f"| {bound_ratio:.2f} | {piloted:.2f} | {antithetic} |",
+                    flush=True,
+                )
+
+
 # -------------------------------------------------------------- noise level
 
 
@@ -513,7 +628,7 @@ def mean_and_error(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("part", choices=["end-to-end", "error", "noise-level"])
+    parser.add_argument("part", choices=["end-to-end", "error", "allocation", "noise-level"])
     parser.add_argument(
         "--rows",
         nargs="+",
@@ -535,14 +650,24 @@ def main() -> None:
     parser.add_argument("--box-photos", nargs="+", default=["coffee", "chelsea", "astronaut"])
     parser.add_argument("--stdevs", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0])
     parser.add_argument("--noise-samples", type=int, default=8, help="noise-level: N")
+    parser.add_argument("--pool", type=int, default=16, help="allocation: samples per channel")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[4, 8, 16, 35])
+    parser.add_argument("--pilot-draws", type=int, default=50, help="allocation: pilots")
+    parser.add_argument(
+        "--antithetic", action="store_true", help="allocation: also antithetic pairs"
+    )
     args = parser.parse_args()
     print(cpu_description())
     print(f"torch {torch.__version__}, load average {os.getloadavg()}, {time.strftime('%F %R %Z')}")
     model = efficientnet_lite0()
     layer = lite0_target_layer(model)
-    {"end-to-end": end_to_end, "error": error_study, "noise-level": noise_level}[args.part](
-        args, model, layer
-    )
+    parts = {
+        "end-to-end": end_to_end,
+        "error": error_study,
+        "allocation": allocation_study,
+        "noise-level": noise_level,
+    }
+    parts[args.part](args, model, layer)
     print(f"\nload average at the end {os.getloadavg()}, {time.strftime('%F %R %Z')}")
 
 
