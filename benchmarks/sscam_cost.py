@@ -163,6 +163,19 @@ def end_to_end(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -> 
     torchcam_label = f"torchcam 0.5.0 SSCAM N={args.torchcam_samples} (freed memory kept)"
     if "torchcam" in args.rows:
         add(torchcam_label, torchcam)
+    old = args.old_default_samples
+    old_label = f"old default call N={old} (fp32 contiguous, glibc's own malloc settings)"
+    if "old-default" in args.rows:
+        set_keep_freed_memory(False)  # the call as it was before this package kept memory
+        try:
+            add(
+                old_label,
+                lambda: SmoothedScoreCAM(model, layer).attribute(
+                    x, target=target, nt_samples=old, channels_last=False, generator=generator(0)
+                ),
+            )
+        finally:
+            set_keep_freed_memory(True)
     if "exact" in args.rows:
         add(
             "exact SS-CAM N=35, default call (fp32, uniform)",
@@ -210,7 +223,18 @@ def end_to_end(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -> 
             f"| torchcam 0.5.0 SSCAM N=35, extrapolated: 35 x {per_sample:.1f} s per sample "
             f"| {35 * per_sample:.0f} | | | | {35 * 1280 + 1:,} |"
         )
+    if old_label in wall:
+        wall["old default N=35 (extrapolated)"] = 35 * wall[old_label] / old
+        print(
+            f"| old default call N=35, extrapolated: 35 / {old} x {wall[old_label]:.1f} s "
+            f"| {wall['old default N=35 (extrapolated)']:.0f} | | | | |"
+        )
     fast = wall.get(f'fast path: autocast_dtype="auto", adaptive N={budget}')
+    if fast and "old default N=35 (extrapolated)" in wall:
+        print(
+            f"fast path vs the old default N=35 call: "
+            f"{wall['old default N=35 (extrapolated)'] / fast:.1f}x (goal >= 10x)"
+        )
     exact = wall.get("exact SS-CAM N=35, default call (fp32, uniform)")
     torchcam_35 = wall.get("torchcam SSCAM N=35 (extrapolated)", wall.get(torchcam_label))
     if fast and exact:
@@ -633,11 +657,14 @@ def main() -> None:
         "--rows",
         nargs="+",
         default=["torchcam", "exact", "fast"],
-        choices=["torchcam", "exact", "adaptive-fp32", "fast"],
+        choices=["torchcam", "old-default", "exact", "adaptive-fp32", "fast"],
         help="end-to-end: the rows",
     )
     parser.add_argument("--fast-budget", type=int, default=14, help="end-to-end: adaptive N")
     parser.add_argument("--torchcam-samples", type=int, default=2, help="end-to-end: its N")
+    parser.add_argument(
+        "--old-default-samples", type=int, default=2, help="end-to-end: old-default row's N"
+    )
     parser.add_argument("--photos", nargs="+", default=["coffee", "chelsea", "astronaut"])
     parser.add_argument("--seeds", type=int, default=4, help="error: seeds per estimator")
     parser.add_argument("--channels", type=int, default=128, help="noise-level: top-k")
