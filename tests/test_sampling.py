@@ -122,6 +122,28 @@ def test_adaptive_shares_the_budget_in_proportion_to_the_activation_norms() -> N
     assert (left, right, len(masked)) == (5, 13, 18)
 
 
+def test_adaptive_draws_the_first_samples_a_uniform_call_draws() -> None:
+    # per-item seeding: channel k's samples are samples 0 .. n_k - 1 of a uniform call
+    model = TwoHalves().eval()
+    x = torch.rand(1, 3, 4, 4)
+
+    def masked_inputs(**kwargs: object) -> Tensor:
+        seen: list[Tensor] = []
+        handle = model.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+        try:
+            SmoothedScoreCAM(model, model.layer).attribute(
+                x, target=0, stdevs=0.3, generator=torch.Generator().manual_seed(3),
+                show_progress=False, **kwargs,
+            )  # fmt: skip
+        finally:
+            handle.remove()
+        return torch.cat(seen[1:])
+
+    adaptive = masked_inputs(nt_samples=9, sample_allocation="adaptive")  # 5 left, 13 right
+    uniform = masked_inputs(nt_samples=13)  # 13 left, then 13 right
+    torch.testing.assert_close(adaptive, torch.cat([uniform[:5], uniform[13:]]))
+
+
 def spread(maps: list[Tensor]) -> float:
     """Root mean squared deviation of maps from their mean: Monte-Carlo error."""
     stacked = torch.stack(maps)
