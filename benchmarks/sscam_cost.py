@@ -449,15 +449,18 @@ def print_error_table(
     for n, values in ratios.items():
         mean = math.exp(statistics.mean(math.log(v) for v in values))
         print(f"  N={n}: {mean:.2f} (per photo {', '.join(f'{v:.2f}' for v in values)})")
+    goal = args.extrapolate_to or largest
+    scale = math.sqrt(largest / goal)  # uniform variance is sigma^2 / N exactly
+    label = f"N={goal}" + (f" (extrapolated from N={largest})" if goal != largest else "")
     for name, rows in table.items():
-        target = rows["uniform"][largest]["spread"]
+        target = rows["uniform"][largest]["spread"] * scale
         enough = [n for n in sorted(rows["adaptive"]) if rows["adaptive"][n]["spread"] <= target]
         found = (
-            f"N={enough[0]} ({100 * enough[0] / largest:.0f} % of the forwards)"
+            f"N={enough[0]} ({100 * enough[0] / goal:.0f} % of the forwards)"
             if enough
             else (f"none up to N={max(rows['adaptive'])}")
         )
-        print(f"  {name}: smallest adaptive budget with spread <= uniform N={largest}: {found}")
+        print(f"  {name}: smallest adaptive budget with spread <= uniform {label}: {found}")
 
 
 def cell(row: dict[str, float] | None, key: str, spec: str = ".4f") -> str:
@@ -673,6 +676,13 @@ def main() -> None:
     )
     parser.add_argument("--noise-on", default="mask", choices=["mask", "input"], help="error")
     parser.add_argument("--uniform-budgets", type=int, nargs="+", default=[4, 8, 16, 35])
+    parser.add_argument(
+        "--extrapolate-to",
+        type=int,
+        default=None,
+        help="error: compare adaptive with uniform at this N, extrapolated from the largest "
+        "uniform budget (a uniform map's variance is sigma^2 / N)",
+    )
     parser.add_argument("--adaptive-budgets", type=int, nargs="+", default=[4, 8, 12, 14, 16])
     parser.add_argument("--box-photos", nargs="+", default=["coffee", "chelsea", "astronaut"])
     parser.add_argument("--stdevs", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0])
