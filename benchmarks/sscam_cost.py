@@ -9,23 +9,36 @@ fp32, uniform, seed 0), torchcam 0.5.0's SSCAM at ``--torchcam-samples`` (it sco
 all 1280 channels per sample; its cost is linear in N, so N = 35 is extrapolated
 from it unless ``--torchcam-samples 35``), and the fast path: ``autocast_dtype="auto"``
 with ``sample_allocation="adaptive"`` at ``--fast-budget`` (also in fp32 with
-``--rows ... adaptive-fp32``). Wall, user and system seconds, minor page faults and
-forwards per row. Freed memory is kept (``set_keep_freed_memory(True)``) before
-torchcam's row too, so that it is not slowed by page faults (with glibc's own settings
-it is about 3x slower; see ``benchmark_speed.py``).
+``--rows ... adaptive-fp32``), and the call as it was before this package's CPU
+defaults (``--rows old-default``: fp32 contiguous, glibc's own malloc settings, at
+``--old-default-samples``, extrapolated to N = 35). Wall, user and system seconds,
+minor page faults and forwards per row. Freed memory is kept
+(``set_keep_freed_memory(True)``) before torchcam's row too, so that it is not slowed
+by page faults (with glibc's own settings it is about 3x slower; see
+``benchmark_speed.py``).
 
 Part ``error``: uniform and adaptive allocation at equal budgets N, map spread over
 ``--seeds`` seeds on each photo: the root mean square deviation of the maps (before
 the ReLU) from their mean over seeds (with S - 1 in the denominator), relative to the
 norm of the mean uniform map at the largest budget. Both estimators are unbiased, so
-spread is their error. Every call uses ``top_k_channels=--channels`` (the same
-restricted estimand for both allocations), bf16 autocast (``autocast_dtype="auto"``
-on a CPU with bf16 units) and ``channels_last=True``. The uniform maps at every
-budget come from one uniform call per seed at the largest budget: with per-item
-seeding a call's first n samples of each channel are the samples of the call with
-``nt_samples=n`` (checked once per run against a direct call). Also the standard
-error the calls return (``return_error=True``; for the uniform budgets, the same
-formula on the first n samples): its norm relative to the same reference.
+spread is their error. Every call scores all channels (``--error-channels k``: the top
+k) in bf16 autocast (``autocast_dtype="auto"`` on a CPU with bf16 units) with
+``channels_last=True``. The maps at every budget of an allocation come from one call
+per seed at its largest budget: with per-item seeding a call's first n samples of each
+channel are the samples of the call with the smaller budget (uniform: n each; adaptive:
+the engine's allocation at that budget, which never gives a channel more than at a
+larger one), checked once per run against direct calls. ``--extrapolate-to 35``
+compares the adaptive budgets with uniform N = 35 through the uniform spread at the
+largest budget times ``sqrt(N_largest / 35)`` (a uniform map's variance is
+``sigma^2 / N``). Also the standard error the allocation's formula gives on the same
+samples (what ``return_error=True`` returns), relative to the same reference.
+
+Part ``allocation``: for each photo and noise placement, ``--pool`` samples of every
+channel's score (one uniform call) give each channel's score variance; from them the
+expected map variance ``sum_k ||A_k||^2 sigma_k^2 / n_k`` of each allocation rule at
+each budget, relative to uniform: the engine's adaptive rule, Neyman allocation with
+the sampled sigma (a bound), and a 2-sample pilot with shrunk variances; with
+``--antithetic`` also a second call with antithetic pairs.
 
 Part ``noise-level``: SS-CAM at ``nt_samples=8`` for each ``stdevs`` and both noise
 placements, against Score-CAM, on photos with boxes (``annotated_photos``):
@@ -35,13 +48,17 @@ map with ``top_k_channels=--channels`` and bf16 autocast, seed 0.
 
 Run (hold the shared lock). With one torch thread (``OMP_NUM_THREADS=1``) on 2 shared
 cores, ``end-to-end`` took about 11 minutes (torchcam at N = 2 1 minute, exact N = 35
-7.6 minutes, the fast path 2 minutes) and ``error`` 24 minutes; ``noise-level`` makes about
+7.6 minutes, the fast path 2 minutes); ``error`` (all channels, 3 photos, 4 seeds,
+``--uniform-budgets 4 8 16``) about 90 minutes and ``allocation`` (2 photos,
+``--antithetic``) 22 minutes, each beside another heavy job; ``noise-level`` makes about
 8,300 bf16 and 1,800 fp32 forwards per photo (a few minutes each):
 
     flock /tmp/captum_sscam_heavy.lock env PYTHONPATH=. .venv/bin/python \\
-        benchmarks/sscam_cost.py end-to-end --fast-budget 14
+        benchmarks/sscam_cost.py end-to-end --rows old-default fast --fast-budget 16
     flock /tmp/captum_sscam_heavy.lock env PYTHONPATH=. .venv/bin/python \\
-        benchmarks/sscam_cost.py error
+        benchmarks/sscam_cost.py error --uniform-budgets 4 8 16 --extrapolate-to 35
+    flock /tmp/captum_sscam_heavy.lock env PYTHONPATH=. .venv/bin/python \\
+        benchmarks/sscam_cost.py allocation --photos coffee chelsea --antithetic
     flock /tmp/captum_sscam_heavy.lock env PYTHONPATH=. .venv/bin/python \\
         benchmarks/sscam_cost.py noise-level
 """
