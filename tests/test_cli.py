@@ -295,3 +295,18 @@ def test_console_script_and_module_entry_points() -> None:
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith(usage)
     assert "comma list of ig, grad-cam, score-cam, ss-cam," in result.stdout
+
+
+def test_sample_allocation_and_autocast_options_reach_the_call(images, tmp_path, capsys):
+    from captum_sscam.apps.cli import _options, build_parser
+
+    argv = ["explain", images[0], *TINY, "--sample-allocation", "adaptive", "--autocast", "auto"]
+    options = _options(build_parser().parse_args(argv))
+    assert (options.sample_allocation, options.autocast_dtype) == ("adaptive", "auto")
+    defaults = _options(build_parser().parse_args(["explain", images[0], *TINY]))
+    assert (defaults.sample_allocation, defaults.autocast_dtype) == ("uniform", None)
+    code, stdout, _ = run([*argv, "--nt-samples", "2", "--out", str(tmp_path)], capsys)
+    assert code == 0 and (tmp_path / "one_ss-cam.png").exists(), stdout
+    with pytest.raises(SystemExit) as stopped:
+        main(["explain", images[0], *TINY, "--sample-allocation", "neyman"])
+    assert stopped.value.code == 2 and "invalid choice: 'neyman'" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import torch
 from captum.attr import IntegratedGradients
 from PIL import Image
 
-from captum_sscam import IntegratedScoreCAM, SmoothedScoreCAM
+from captum_sscam import IntegratedScoreCAM, ScoreCAM, SmoothedScoreCAM
 from captum_sscam.apps import methods as registry
 from captum_sscam.apps.cli import build_parser, main
 from captum_sscam.apps.evaluate import Sample, evaluate
@@ -51,6 +51,26 @@ def test_ss_cam_entries_fix_the_noise_placement() -> None:
         torch.testing.assert_close(maps, expected)
 
 
+def test_sample_allocation_and_autocast_reach_the_methods() -> None:
+    model = SmallCNN().eval()
+    x = torch.randn(1, 3, 16, 16)
+    options = Options(nt_samples=3, stdevs=0.3, seed=4, sample_allocation="adaptive")
+    maps = get_method("ss-cam").explain(model, model.layer, options)(x, torch.tensor([2]))
+    expected = SmoothedScoreCAM(model, model.layer).attribute(
+        x, target=2, nt_samples=3, stdevs=0.3, sample_allocation="adaptive",
+        generator=torch.Generator().manual_seed(4),
+    )  # fmt: skip
+    torch.testing.assert_close(maps, expected)
+    uniform = SmoothedScoreCAM(model, model.layer).attribute(
+        x, target=2, nt_samples=3, stdevs=0.3, generator=torch.Generator().manual_seed(4)
+    )
+    assert not torch.allclose(maps, uniform)  # the option changed the call
+    bf16 = Options(autocast_dtype="auto")
+    maps = get_method("score-cam").explain(model, model.layer, bf16)(x, torch.tensor([2]))
+    expected = ScoreCAM(model, model.layer).attribute(x, target=2, autocast_dtype="auto")
+    torch.testing.assert_close(maps, expected)
+
+
 def test_input_methods_are_summed_over_channels() -> None:
     model = SmallCNN().eval()
     x = torch.randn(2, 3, 16, 16)
@@ -68,6 +88,10 @@ def test_bad_options_and_keys_say_what_to_do() -> None:
         Options(batch_size=0)
     with pytest.raises(ValueError, match="score_mode must be one of"):
         Options(score_mode="logits")
+    with pytest.raises(ValueError, match="sample_allocation must be one of"):
+        Options(sample_allocation="neyman")
+    with pytest.raises(ValueError, match="autocast_dtype must be None or 'auto'"):
+        Options(autocast_dtype="bf16")
     with pytest.raises(ValueError, match="unknown method 'sscam'; choose from ig, grad-cam"):
         parse_methods("ig,sscam")
     with pytest.raises(ValueError, match="Score-CAM explains a layer: give the layer"):

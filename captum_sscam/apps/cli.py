@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from captum_sscam import SAMPLE_ALLOCATIONS
 from captum_sscam.apps.data import Photo, bundled_photos, image_files, load_images
 from captum_sscam.apps.errors import UsageError
 from captum_sscam.apps.methods import (
@@ -80,6 +81,8 @@ def _options(args: argparse.Namespace) -> Options:
         seed=args.seed,
         top_k_channels=args.top_k_channels,
         show_progress=not args.quiet,
+        sample_allocation=args.sample_allocation,
+        autocast_dtype=None if args.autocast == "none" else args.autocast,
     )
 
 
@@ -100,8 +103,7 @@ def _methods(
 
 def _samples_note(args: argparse.Namespace) -> str:
     note = (
-        f"SS-CAM: nt_samples={args.nt_samples}, stdevs={args.stdevs}; "
-        f"score mode {args.score_mode}."
+        f"SS-CAM: nt_samples={args.nt_samples}, stdevs={args.stdevs}; score mode {args.score_mode}."
     )
     if args.nt_samples < DEMO_NOTE_SAMPLES:
         note += (
@@ -233,6 +235,20 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="K",
         help="Score-CAM family: score only the K most varying channels (faster, approximate)",
+    )
+    parser.add_argument(
+        "--sample-allocation",
+        choices=SAMPLE_ALLOCATIONS,
+        default="uniform",
+        help="SS-CAM: share --nt-samples by channel (adaptive: unbiased, fewer samples "
+        "for the same error; default uniform, the paper)",
+    )
+    parser.add_argument(
+        "--autocast",
+        choices=("none", "auto"),
+        default="none",
+        help="Score-CAM family: auto runs the forwards in bf16/fp16 where the hardware has "
+        "them (faster, not exact; default none: fp32)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

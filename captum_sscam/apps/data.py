@@ -106,9 +106,7 @@ def resize_photo(photo: Photo, size: int | tuple[int, int]) -> Photo:
     """
     height_out, width_out = (size, size) if isinstance(size, int) else size
     image = torch.from_numpy(np.array(photo.image, copy=True)).permute(2, 0, 1)[None].float()
-    resized = F.interpolate(
-        image, size=(height_out, width_out), mode="bilinear", antialias=True
-    )
+    resized = F.interpolate(image, size=(height_out, width_out), mode="bilinear", antialias=True)
     pixels = resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
     height, width = photo.image.shape[:2]
     sx, sy = width_out / width, height_out / height

@@ -42,7 +42,13 @@ import torch
 from captum.attr import Attribution, IntegratedGradients, LayerGradCam
 from torch import Tensor, nn
 
-from captum_sscam import SCORE_MODES, IntegratedScoreCAM, ScoreCAM, SmoothedScoreCAM
+from captum_sscam import (
+    SAMPLE_ALLOCATIONS,
+    SCORE_MODES,
+    IntegratedScoreCAM,
+    ScoreCAM,
+    SmoothedScoreCAM,
+)
 from captum_sscam.apps.errors import UsageError
 
 Explain = Callable[[Tensor, Tensor], Tensor]
@@ -76,6 +82,12 @@ class Options:
             variance (the Score-CAM family's approximation for speed; ``None``:
             every channel, exact).
         show_progress: progress bars over Score-CAM's masked forward passes.
+        sample_allocation: SS-CAM's ``"uniform"`` (the paper) or ``"adaptive"``
+            allocation of its ``nt_samples`` budget (unbiased; fewer samples for the
+            same error).
+        autocast_dtype: the Score-CAM family's ``None`` (fp32, exact) or ``"auto"``
+            (bf16 or fp16 forwards where the hardware has them; changes the map by
+            more than rounding).
     """
 
     nt_samples: int = 35
@@ -86,6 +98,8 @@ class Options:
     seed: int = 0
     top_k_channels: int | None = None
     show_progress: bool = False
+    sample_allocation: str = "uniform"
+    autocast_dtype: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("nt_samples", "ig_steps"):
@@ -99,6 +113,13 @@ class Options:
             raise UsageError(f"stdevs is a standard deviation >= 0, got {self.stdevs}.")
         if self.score_mode not in SCORE_MODES:
             raise UsageError(f"score_mode must be one of {SCORE_MODES}, got {self.score_mode!r}.")
+        if self.sample_allocation not in SAMPLE_ALLOCATIONS:
+            raise UsageError(
+                f"sample_allocation must be one of {SAMPLE_ALLOCATIONS}, "
+                f"got {self.sample_allocation!r}."
+            )
+        if self.autocast_dtype not in (None, "auto"):
+            raise UsageError(f"autocast_dtype must be None or 'auto', got {self.autocast_dtype!r}.")
 
 
 def option(name: str) -> OptionValue:
@@ -121,6 +142,7 @@ SCORE_CAM_OPTIONS: Mapping[str, OptionValue] = {
     "perturbations_per_eval": option("batch_size"),
     "top_k_channels": option("top_k_channels"),
     "show_progress": option("show_progress"),
+    "autocast_dtype": option("autocast_dtype"),
 }
 """The options of the Score-CAM family."""
 
@@ -129,6 +151,7 @@ SS_CAM_OPTIONS: Mapping[str, OptionValue] = {
     "nt_samples": option("nt_samples"),
     "stdevs": option("stdevs"),
     "generator": seeded_generator,
+    "sample_allocation": option("sample_allocation"),
 }
 """SS-CAM's options: Score-CAM's and the noise."""
 

@@ -220,9 +220,7 @@ def _load_torchvision(name: str, weights: str, input_size: int | None) -> Loaded
         model = torchvision.models.get_model(name, weights=enum)
         class_names = enum.meta.get("categories", ())
     layer, transform = _default_layer(model)
-    return LoadedModel(
-        name, model.eval(), layer, imagenet_preprocess, size, class_names, transform
-    )
+    return LoadedModel(name, model.eval(), layer, imagenet_preprocess, size, class_names, transform)
 
 
 def _size_argument(name: str, size: int) -> dict[str, int]:

@@ -148,9 +148,7 @@ def compare(
                     values[name].setdefault(key, []).append(value)
             bar.update()
     bar.close()
-    runs = [
-        MethodRun(name, torch.cat(maps[name]), seconds[name], values[name]) for name in methods
-    ]
+    runs = [MethodRun(name, torch.cat(maps[name]), seconds[name], values[name]) for name in methods]
     return Comparison(list(photos), predictions, chosen, class_names, runs)
 
 

@@ -1,5 +1,6 @@
 """The library's attribution methods: Score-CAM and SS-CAM as Captum layer attributions."""
 
+from captum_sscam.attr._allocation import SAMPLE_ALLOCATIONS
 from captum_sscam.attr._allocator import release_freed_memory, set_keep_freed_memory
 from captum_sscam.attr._options import SCORE_MODES
 from captum_sscam.attr._perturb import NOISE_PLACEMENTS
@@ -13,6 +14,7 @@ from captum_sscam.attr.smoothed_score_cam import SmoothedScoreCAM
 
 __all__ = [
     "NOISE_PLACEMENTS",
+    "SAMPLE_ALLOCATIONS",
     "SCORE_MODES",
     "IntegratedScoreCAM",
     "ScoreCAM",
