@@ -258,6 +258,30 @@ def main() -> None:
     plot_curves(records, list(methods), figures / "results_curves.png")
     summary = {r["name"]: r["target"] for r in records}
     print("\ntargets:", json.dumps(summary))
+    print_fast_against_exact(samples, methods, saved, fast_names, names)
+
+
+def print_fast_against_exact(
+    samples: list[Sample],
+    methods: dict[str, Explain],
+    saved: SavedMaps,
+    fast_names: dict[str, str],
+    names: dict[str, str],
+) -> None:
+    """Per photo: Pearson correlation of each fast-path map with its exact SS-CAM map."""
+    pairs = [
+        (names[variant], fast)
+        for key, fast in fast_names.items()
+        if fast in methods and names[(variant := FAST[key])] in methods
+    ]
+    for exact, fast in pairs:
+        values = []
+        for sample in samples:
+            a = saved.load(sample, exact, methods[exact]).flatten().double()
+            b = saved.load(sample, fast, methods[fast]).flatten().double()
+            values.append(float(torch.corrcoef(torch.stack([a, b]))[0, 1]))
+        listed = ", ".join(f"{s.name} {v:.4f}" for s, v in zip(samples, values, strict=True))
+        print(f"map correlation {fast} vs {exact}: {listed}")
 
 
 if __name__ == "__main__":
