@@ -264,6 +264,34 @@ def main() -> None:
     summary = {r["name"]: r["target"] for r in records}
     print("\ntargets:", json.dumps(summary))
     print_fast_against_exact(samples, methods, saved, fast_names, names)
+    exact_of_fast = {fast: names[FAST[key]] for key, fast in fast_names.items()}
+    print_paired_differences(records, list(methods), exact_of_fast)
+
+
+PAIRED_METRICS = ("deletion", "insertion", "average_drop", "increase", "energy_pg")
+
+
+def print_paired_differences(
+    records: list[dict], methods: list[str], exact_of_fast: dict[str, str]
+) -> None:
+    """Mean +- standard error over the photos of each method's metric minus Score-CAM's
+    (for SS-CAM) or minus its exact map's (for the fast path), photo by photo."""
+    by = {(r["name"], r["method"]): r for r in records}
+    pairs = [(m, "Score-CAM") for m in methods if m.startswith("SS-CAM") and "Score-CAM" in methods]
+    pairs += [(fast, exact) for fast, exact in exact_of_fast.items() if {fast, exact} <= {*methods}]
+    if not pairs:
+        return
+    print("\npaired differences, mean +- standard error over the photos:")
+    print("| method - reference | n | " + " | ".join(PAIRED_METRICS) + " |")
+    print("|---|---|" + "---|" * len(PAIRED_METRICS))
+    for method, reference in pairs:
+        photos = sorted({name for name, m in by if m == method and (name, reference) in by})
+        cells = []
+        for metric in PAIRED_METRICS:
+            d = np.array([by[p, method][metric] - by[p, reference][metric] for p in photos])
+            error = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+            cells.append(f"{d.mean():+.4f} +- {error:.4f}")
+        print(f"| {method} - {reference} | {len(photos)} | " + " | ".join(cells) + " |")
 
 
 def print_fast_against_exact(
@@ -285,7 +313,7 @@ def print_fast_against_exact(
             a = saved.load(sample, exact, methods[exact]).flatten().double()
             b = saved.load(sample, fast, methods[fast]).flatten().double()
             values.append(float(torch.corrcoef(torch.stack([a, b]))[0, 1]))
-        listed = ", ".join(f"{s.name} {v:.4f}" for s, v in zip(samples, values, strict=True))
+        listed = ", ".join(f"{s.name} {v:.5f}" for s, v in zip(samples, values, strict=True))
         print(f"map correlation {fast} vs {exact}: {listed}")
 
 
