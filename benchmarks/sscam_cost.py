@@ -339,7 +339,7 @@ def prefix_maps(
     ``0 .. n_p - 1`` of each pair in order. With per-item seeding, those first samples
     are the samples a call with the smaller budget draws (checked by ``check_prefix``).
     """
-    from captum_sscam.attr._allocation import ChannelStats, shrunk_variances
+    from captum_sscam.attr._allocation import ChannelStats, mean_variances
 
     ((pair, scores),) = record["adds"]
     work = record["work"]
@@ -355,10 +355,7 @@ def prefix_maps(
             raise RuntimeError(f"the recorded call has too few samples for budget {n}.")
         stats = ChannelStats.empty(len(work.pairs), scores.shape[1], scores.device)
         stats.add(pair[keep], scores[keep])
-        if allocation == "uniform":
-            variances = stats.variances_of_means
-        else:
-            variances = shrunk_variances(stats, work.pairs.example, 1) / stats.counts
+        variances = mean_variances(stats, allocation, work.pairs.example, 1)
         maps, errors = work.map_and_error(stats.means, variances)
         result[n] = (maps.float(), errors.float())
     return result

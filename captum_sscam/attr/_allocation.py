@@ -149,6 +149,20 @@ def shrunk_variances(stats: ChannelStats, pair_example: Tensor, num_examples: in
     )
 
 
+def mean_variances(
+    stats: ChannelStats, allocation: str, pair_example: Tensor, num_examples: int
+) -> Tensor:
+    """Monte-Carlo variance of each pair's mean score ``(P, T)``, as the standard error uses it.
+
+    Uniform: the pair's own variance over its count. Adaptive: the variance shrunk toward
+    its example's pooled one (``shrunk_variances``), since a pair with one unit has no
+    variance of its own.
+    """
+    if allocation == "uniform":
+        return stats.variances_of_means
+    return shrunk_variances(stats, pair_example, num_examples) / stats.counts.clamp(min=1)
+
+
 def neyman_counts(
     weights: Tensor, pair_example: Tensor, units_per_example: Tensor, num_examples: int
 ) -> Tensor:

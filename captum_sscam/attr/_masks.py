@@ -23,9 +23,7 @@ def resize(maps: Tensor, size: Sequence[int]) -> Tensor:
     size = tuple(int(s) for s in size)
     if tuple(maps.shape[2:]) == size:
         return maps
-    return F.interpolate(
-        maps, size=size, mode=_INTERPOLATION[len(size)], align_corners=False
-    )
+    return F.interpolate(maps, size=size, mode=_INTERPOLATION[len(size)], align_corners=False)
 
 
 def varying_channels(activation: Tensor, sizes: Sequence[Sequence[int]] = ()) -> Tensor:

@@ -26,6 +26,7 @@ from captum_sscam.attr._allocation import (
     ChannelStats,
     Pairs,
     Sampling,
+    mean_variances,
     neyman_counts,
     shrunk_variances,
 )
@@ -111,7 +112,7 @@ class _PairWork:
                 count = np.full(len(self.pairs), upto - done, dtype=np.int64)
                 self._score_into(stats, self._items(count, first=done), progress)
                 done = upto
-            variances = stats.variances_of_means
+            variances = self._mean_variances(stats)
             if self._error_reached(stats.means, variances):
                 break
         return stats, variances
@@ -149,10 +150,7 @@ class _PairWork:
                 items = self._items(target - done, first=sampling.pilot + done)
                 self._score_into(estimates, items, progress)
                 done = target
-            # pairs with one unit have no variance of their own: the example's pooled one
-            error_variances = shrunk_variances(
-                estimates, self.pairs.example, self.num_examples
-            ) / estimates.counts.clamp(min=1)
+            error_variances = self._mean_variances(estimates)
             if self._error_reached(estimates.means, error_variances):
                 break
         return estimates, error_variances
@@ -192,15 +190,20 @@ class _PairWork:
             error = torch.einsum("nkt,nk...->nt...", self._dense(variances), activation.square())
         return maps.to(dtype), error.clamp(min=0).sqrt().to(dtype)
 
+    def _mean_variances(self, stats: ChannelStats) -> Tensor:
+        """``(P, T)``: the Monte-Carlo variance of each pair's mean, for the standard error."""
+        return mean_variances(
+            stats, self.run.sampling.allocation, self.pairs.example, self.num_examples
+        )
+
     def _activation_norms(self) -> Tensor:
         """``(P,)``: ``||A_k||``, the gain of every pair in probability mode."""
         norms = self.activation.flatten(2).norm(dim=2)[self.pairs.example, self.pairs.channel]
         return norms.to(torch.float64)
 
     def _gains(self, means: Tensor) -> Tensor:
-        """``(P, T)``: the norm of ``dL_t / da_k`` over the map, from the pilot's means."""
-        if self.run.options.score_mode != "channel_softmax":
-            return self._activation_norms().unsqueeze(1)
+        """``(P, T)``: the norm of ``dL_t / da_k`` over the map in channel-softmax mode, from
+        the pilot's means (in probability mode it is ``_activation_norms``, needing no pilot)."""
         scores = self._dense(means)
         weights = scores.masked_fill(~self.active.unsqueeze(2), float("-inf")).softmax(1)
         weights = weights.nan_to_num(0.0)
