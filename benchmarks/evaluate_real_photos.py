@@ -53,6 +53,9 @@ OURS = tuple(METHODS)  # the registry's keys: ig, grad-cam, score-cam, ss-cam, s
 REFERENCE = {"torchcam-scorecam": "torchcam ScoreCAM", "torchcam-sscam": "torchcam SSCAM"}
 FAST = {"ss-cam-fast": "ss-cam", "ss-cam-input-fast": "ss-cam-input"}
 """The fast path of each SS-CAM variant: bf16 where the hardware has it, adaptive sampling."""
+FAST_NAMES = {key: f"{METHODS[variant].name} fast" for key, variant in FAST.items()}
+EXACT_OF_FAST = {FAST_NAMES[key]: METHODS[variant].name for key, variant in FAST.items()}
+"""Display names: each fast-path method's exact SS-CAM counterpart."""
 
 
 def fast_methods(
@@ -62,11 +65,15 @@ def fast_methods(
     ``nt_samples=budget``) for both noise variants, named "<variant> fast"."""
     fast = replace(options, nt_samples=budget)
     return {
-        f"{METHODS[key].name} fast": replace(
-            METHODS[key],
-            fixed={**METHODS[key].fixed, "autocast_dtype": "auto", "sample_allocation": "adaptive"},
+        FAST_NAMES[key]: replace(
+            METHODS[variant],
+            fixed={
+                **METHODS[variant].fixed,
+                "autocast_dtype": "auto",
+                "sample_allocation": "adaptive",
+            },
         ).explain(model, layer, fast)
-        for key in FAST.values()
+        for key, variant in FAST.items()
     }
 
 
@@ -241,8 +248,7 @@ def main() -> None:
     every = explain_functions([k for k in OURS if k in keys], model, layer, options)
     every.update(torchcam_methods(model, layer, args.nt_samples))
     every.update(fast_methods(model, layer, options, args.fast_budget))
-    fast_names = {key: f"{METHODS[variant].name} fast" for key, variant in FAST.items()}
-    names = {**{key: METHODS[key].name for key in OURS}, **fast_names, **REFERENCE}
+    names = {**{key: METHODS[key].name for key in OURS}, **FAST_NAMES, **REFERENCE}
     methods = {names[key]: every[names[key]] for key in keys}
     start = time.perf_counter()
     out = Path(args.out) / f"n{args.nt_samples}-step{args.step}"
@@ -263,22 +269,19 @@ def main() -> None:
     plot_curves(records, list(methods), figures / "results_curves.png")
     summary = {r["name"]: r["target"] for r in records}
     print("\ntargets:", json.dumps(summary))
-    print_fast_against_exact(samples, methods, saved, fast_names, names)
-    exact_of_fast = {fast: names[FAST[key]] for key, fast in fast_names.items()}
-    print_paired_differences(records, list(methods), exact_of_fast)
+    print_fast_against_exact(samples, methods, saved)
+    print_paired_differences(records, list(methods))
 
 
 PAIRED_METRICS = ("deletion", "insertion", "average_drop", "increase", "energy_pg")
 
 
-def print_paired_differences(
-    records: list[dict], methods: list[str], exact_of_fast: dict[str, str]
-) -> None:
+def print_paired_differences(records: list[dict], methods: list[str]) -> None:
     """Mean +- standard error over the photos of each method's metric minus Score-CAM's
     (for SS-CAM) or minus its exact map's (for the fast path), photo by photo."""
     by = {(r["name"], r["method"]): r for r in records}
     pairs = [(m, "Score-CAM") for m in methods if m.startswith("SS-CAM") and "Score-CAM" in methods]
-    pairs += [(fast, exact) for fast, exact in exact_of_fast.items() if {fast, exact} <= {*methods}]
+    pairs += [(fast, exact) for fast, exact in EXACT_OF_FAST.items() if {fast, exact} <= {*methods}]
     if not pairs:
         return
     print("\npaired differences, mean +- standard error over the photos:")
@@ -295,19 +298,12 @@ def print_paired_differences(
 
 
 def print_fast_against_exact(
-    samples: list[Sample],
-    methods: dict[str, Explain],
-    saved: SavedMaps,
-    fast_names: dict[str, str],
-    names: dict[str, str],
+    samples: list[Sample], methods: dict[str, Explain], saved: SavedMaps
 ) -> None:
     """Per photo: Pearson correlation of each fast-path map with its exact SS-CAM map."""
-    pairs = [
-        (names[variant], fast)
-        for key, fast in fast_names.items()
-        if fast in methods and names[(variant := FAST[key])] in methods
-    ]
-    for exact, fast in pairs:
+    for fast, exact in EXACT_OF_FAST.items():
+        if fast not in methods or exact not in methods:
+            continue
         values = []
         for sample in samples:
             a = saved.load(sample, exact, methods[exact]).flatten().double()
