@@ -12,7 +12,7 @@ DEMO_NT_SAMPLES ?= 2
 DEMO_IG_STEPS ?= 16
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv insights-venv chromium allocators gpu-check lint test test-main test-insights test-install docs demo \
+.PHONY: venv insights-venv chromium allocators gpu-check gpu-wheels lint test test-main test-insights test-install docs demo \
 	insights clean
 
 venv: $(VENV)/.installed
@@ -68,12 +68,16 @@ test-insights: insights-venv chromium
 
 # On a machine with a CUDA GPU: the CUDA tests and the GPU benchmark, whose table goes to
 # build/gpu-check.md (paste it into docs/performance.md). Without a GPU the tests are skipped
-# and the benchmark says so.
+# and the benchmark says so. On a GPU machine with its own PyTorch and no network, run
+# `make gpu-wheels` here first, carry .whl/ there and run `bash benchmarks/gpu_check.sh python3`.
 gpu-check: venv
-	mkdir -p build
-	$(BIN)/pytest -q -m cuda tests/test_cuda.py -rs > build/gpu-check-tests.txt 2>&1; \
-		status=$$?; cat build/gpu-check-tests.txt; exit $$status
-	$(BIN)/python benchmarks/gpu_benchmark.py --out build/gpu-check.md
+	bash benchmarks/gpu_check.sh $(BIN)/python build
+
+# Captum's wheel (pure Python), for a GPU machine that has PyTorch but no Captum and no network.
+gpu-wheels: venv
+	rm -rf .whl
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: -d .whl \
+		"captum==$$($(BIN)/python -c 'import captum; print(captum.__version__)')"
 
 # The wheel, installed with the [demo] extra in a fresh venv (build/wheel-venv-*, kept while
 # pyproject.toml and constraints.txt are unchanged), runs the README and `captum-sscam compare`.
