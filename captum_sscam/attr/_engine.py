@@ -102,10 +102,14 @@ CALIBRATION_ROUNDS = 2
 class MemoryFormatCalibration:
     """Chooses contiguous or channels-last for 4-D batches by timing real batches.
 
-    The first ``2 * CALIBRATION_ROUNDS`` full batches of a call alternate between the
-    two formats (their scores are used like any others); the faster format's best
-    time wins and is kept in ``choices`` under the call's key, so later calls with
-    the same model, device, input shape and batch size skip the calibration.
+    The first full batches of a call alternate between the two formats, channels-last
+    first (their scores are used like any others). The first batch of a call also pays
+    for memory and kernels the process has not used yet, so when channels-last is
+    faster in the first round despite that handicap it is chosen at once, and only
+    one batch ran in the slower format. Otherwise a second round is timed and each
+    format's best time counts. The choice is kept in ``choices`` under the call's key,
+    so later calls with the same model, device, input shape and batch size skip the
+    calibration.
     """
 
     choices: dict[Any, bool]
@@ -117,12 +121,17 @@ class MemoryFormatCalibration:
         return self.choices.get(self.key)
 
     def next_trial(self) -> bool:
-        return len(self.times[False]) > len(self.times[True])
+        return len(self.times[True]) <= len(self.times[False])
 
     def record(self, channels_last: bool, seconds: float) -> None:
         self.times[channels_last].append(seconds)
-        if all(len(times) >= CALIBRATION_ROUNDS for times in self.times.values()):
-            self.choices[self.key] = min(self.times[True]) < min(self.times[False])
+        rounds = min(len(times) for times in self.times.values())
+        if rounds == 0:
+            return
+        channels_last_faster = min(self.times[True]) < min(self.times[False])
+        first_round_won = len(self.times[True]) == 1 and channels_last_faster
+        if rounds >= CALIBRATION_ROUNDS or first_round_won:
+            self.choices[self.key] = channels_last_faster
 
 
 @dataclass(frozen=True)
