@@ -307,6 +307,8 @@ def test_sample_allocation_and_autocast_options_reach_the_call(images, tmp_path,
     assert (defaults.sample_allocation, defaults.autocast_dtype) == ("uniform", None)
     code, stdout, _ = run([*argv, "--nt-samples", "2", "--out", str(tmp_path)], capsys)
     assert code == 0 and (tmp_path / "one_ss-cam.png").exists(), stdout
+    assert "nt_samples=2, stdevs=2.0, adaptive allocation" in stdout
+    assert "precision: autocast auto." in stdout
     with pytest.raises(SystemExit) as stopped:
         main(["explain", images[0], *TINY, "--sample-allocation", "neyman"])
     assert stopped.value.code == 2 and "invalid choice: 'neyman'" in capsys.readouterr().err

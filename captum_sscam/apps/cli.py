@@ -103,7 +103,9 @@ def _methods(
 
 def _samples_note(args: argparse.Namespace) -> str:
     note = (
-        f"SS-CAM: nt_samples={args.nt_samples}, stdevs={args.stdevs}; score mode {args.score_mode}."
+        f"SS-CAM: nt_samples={args.nt_samples}, stdevs={args.stdevs}, "
+        f"{args.sample_allocation} allocation; score mode {args.score_mode}; "
+        f"precision: {'fp32' if args.autocast == 'none' else 'autocast ' + args.autocast}."
     )
     if args.nt_samples < DEMO_NOTE_SAMPLES:
         note += (
