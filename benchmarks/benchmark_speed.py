@@ -550,7 +550,8 @@ def noise_variance(photo_name: str, channels: int, reference_samples: int, seeds
         )
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the docs' commands are checked against it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--parts",
@@ -575,7 +576,11 @@ def main() -> None:
     parser.add_argument("--precision-top-k", type=int, default=16, help="channels, bf16 check")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--map", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.child:
         timing_child(args)
         return

@@ -212,7 +212,8 @@ def plot_curves(records: list[dict], methods: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the docs' commands are checked against it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", default=",".join(PHOTOS), help=f"comma list from {PHOTOS}")
     parser.add_argument("--nt-samples", type=int, default=35, help="SS-CAM noise samples (N)")
@@ -233,6 +234,11 @@ def main() -> None:
         "--figure-photos", default="", help="comma list of photos in the map figure (default: all)"
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

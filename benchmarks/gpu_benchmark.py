@@ -61,14 +61,19 @@ def bare_forwards(
             model(inputs)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the docs' commands are checked against it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=35)
     parser.add_argument("--batch", type=int, default=None, help="default: from free memory")
     parser.add_argument("--top-k", type=int, default=128, help="channels, approximate mode")
     parser.add_argument("--approx-samples", type=int, default=8)
     parser.add_argument("--out", default=None, help="also write the table to this file")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if not torch.cuda.is_available():
         print("No CUDA device: this benchmark needs a GPU (see benchmark_speed.py for CPU).")
         sys.exit(0)

@@ -141,14 +141,19 @@ def run_row(environment: dict[str, str], args: argparse.Namespace, map_path: str
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the docs' commands are checked against it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--channels", type=int, default=128, help="top_k_channels")
     parser.add_argument("--batch", type=int, default=32, help="perturbations_per_eval")
     parser.add_argument("--repeats", type=int, default=2, help="runs per configuration")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--map", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.child:
         child(args.channels, args.batch, args.map)
         return

@@ -77,12 +77,17 @@ def autocast_forward(model: torch.nn.Module, dtype: torch.dtype | None) -> Forwa
     return forward
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the docs' commands are checked against it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=32, help="images per forward")
     parser.add_argument("--repeats", type=int, default=5, help="timed forwards per row")
     parser.add_argument("--compile", action="store_true", help="add torch.compile (fp32)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
 
     malloc = keep_freed_memory()
     print(cpu_description())

@@ -686,7 +686,8 @@ def mean_and_error(values: list[float]) -> str:
     return f"{statistics.mean(values):+.4f} +- {error:.4f}"
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the docs' commands are checked against it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("part", choices=["end-to-end", "error", "allocation", "noise-level"])
     parser.add_argument(
@@ -726,7 +727,11 @@ def main() -> None:
     parser.add_argument(
         "--antithetic", action="store_true", help="allocation: also antithetic pairs"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     print(cpu_description())
     print(f"torch {torch.__version__}, load average {os.getloadavg()}, {time.strftime('%F %R %Z')}")
     model = efficientnet_lite0()
