@@ -14,8 +14,10 @@ defaults (``--rows old-default``: fp32 contiguous, glibc's own malloc settings, 
 ``--old-default-samples``, extrapolated to N = 35). Wall, user and system seconds,
 minor page faults and forwards per row. Freed memory is kept
 (``set_keep_freed_memory(True)``) before torchcam's row too, so that it is not slowed
-by page faults (with glibc's own settings it is about 3x slower; see
-``benchmark_speed.py``).
+by page faults; ``--rows torchcam-plain`` measures torchcam as it usually runs, with
+glibc's own malloc settings. That row and ``old-default`` each run in a fresh process
+with ``CAPTUM_SSCAM_MALLOC=default``: a process whose heap grew while freed memory was
+kept does not fault like a fresh one, even after the setting is undone.
 
 Part ``error``: uniform and adaptive allocation at equal budgets N, map spread over
 ``--seeds`` seeds on each photo: the root mean square deviation of the maps (before
@@ -66,10 +68,14 @@ cores, ``end-to-end`` took about 11 minutes (torchcam at N = 2 1 minute, exact N
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import math
 import os
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -88,6 +94,7 @@ from captum_sscam.apps.models import (
     lite0_preprocess,
     lite0_target_layer,
 )
+from captum_sscam.attr._allocator import OPT_OUT_VARIABLE
 from captum_sscam.attr._hardware import cpu_description
 from captum_sscam.metrics import deletion_auc, energy_pointing_game, insertion_auc
 
@@ -154,6 +161,33 @@ def generator(seed: int) -> torch.Generator:
 # --------------------------------------------------------------- end to end
 
 
+ROW_NAMES = ("torchcam", "torchcam-plain", "old-default", "exact", "adaptive-fp32", "fast")
+# Rows of calls as they run without this package's memory setting: each in a process of its
+# own with the opt-out set before import, since a process that once kept freed memory
+# (its heap already grown) does not fault like a fresh one even after the setting is undone.
+PLAIN_ROWS = ("torchcam-plain", "old-default")
+
+
+def in_plain_process(args: argparse.Namespace, row: str) -> Usage:
+    """``row`` measured in a fresh process with glibc's own malloc settings."""
+    command = [
+        sys.executable,
+        __file__,
+        "end-to-end",
+        "--rows",
+        row,
+        "--torchcam-samples",
+        str(args.torchcam_samples),
+        "--old-default-samples",
+        str(args.old_default_samples),
+        "--child",
+    ]
+    environment = {**os.environ, OPT_OUT_VARIABLE: "default"}
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, check=True)
+    lines = result.stdout.splitlines()
+    return Usage(**json.loads(next(line for line in reversed(lines) if line.startswith("{"))))
+
+
 def end_to_end(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -> None:
     from torchcam.methods import SSCAM
 
@@ -161,11 +195,6 @@ def end_to_end(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -> 
     x = photo_input(photos["coffee"])
     target = top1(model, x)
     rows: list[tuple[str, Usage]] = []
-
-    def add(label: str, run: Callable[[], Any]) -> None:
-        usage, _ = measured(model, run)
-        rows.append((label, usage))
-        print(f"  {label}: {usage}", flush=True)
 
     def torchcam() -> Tensor:
         shape = tuple(x.shape[1:])
@@ -176,40 +205,27 @@ def end_to_end(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -> 
                 scores = model(x)
             return cam(target, scores)[0]
 
-    set_keep_freed_memory(True)  # for torchcam too: what this package's calls do
-    torchcam_label = f"torchcam 0.5.0 SSCAM N={args.torchcam_samples} (freed memory kept)"
-    if "torchcam" in args.rows:
-        add(torchcam_label, torchcam)
-    plain_label = f"torchcam 0.5.0 SSCAM N={args.torchcam_samples} (glibc's own malloc settings)"
-    if "torchcam-plain" in args.rows:
-        set_keep_freed_memory(False)  # torchcam as it runs in a process of its own
-        try:
-            add(plain_label, torchcam)
-        finally:
-            set_keep_freed_memory(True)
     old = args.old_default_samples
+    budget = args.fast_budget
+    torchcam_label = f"torchcam 0.5.0 SSCAM N={args.torchcam_samples} (freed memory kept)"
+    plain_label = f"torchcam 0.5.0 SSCAM N={args.torchcam_samples} (glibc's own malloc settings)"
     old_label = f"old default call N={old} (fp32 contiguous, glibc's own malloc settings)"
-    if "old-default" in args.rows:
-        set_keep_freed_memory(False)  # the call as it was before this package kept memory
-        try:
-            add(
-                old_label,
-                lambda: SmoothedScoreCAM(model, layer).attribute(
-                    x, target=target, nt_samples=old, channels_last=False, generator=generator(0)
-                ),
-            )
-        finally:
-            set_keep_freed_memory(True)
-    if "exact" in args.rows:
-        add(
+    runs: dict[str, tuple[str, Callable[[], Any]]] = {
+        "torchcam": (torchcam_label, torchcam),
+        "torchcam-plain": (plain_label, torchcam),
+        "old-default": (
+            old_label,
+            lambda: SmoothedScoreCAM(model, layer).attribute(
+                x, target=target, nt_samples=old, channels_last=False, generator=generator(0)
+            ),
+        ),
+        "exact": (
             "exact SS-CAM N=35, default call (fp32, uniform)",
             lambda: SmoothedScoreCAM(model, layer).attribute(
                 x, target=target, nt_samples=35, generator=generator(0)
             ),
-        )
-    budget = args.fast_budget
-    if "adaptive-fp32" in args.rows:
-        add(
+        ),
+        "adaptive-fp32": (
             f'adaptive N={budget}, fp32 (sample_allocation="adaptive")',
             lambda: SmoothedScoreCAM(model, layer).attribute(
                 x,
@@ -218,9 +234,8 @@ def end_to_end(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -> 
                 sample_allocation="adaptive",
                 generator=generator(0),
             ),
-        )
-    if "fast" in args.rows:
-        add(
+        ),
+        "fast": (
             f'fast path: autocast_dtype="auto", adaptive N={budget}',
             lambda: SmoothedScoreCAM(model, layer).attribute(
                 x,
@@ -230,7 +245,19 @@ def end_to_end(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -> 
                 autocast_dtype="auto",
                 generator=generator(0),
             ),
-        )
+        ),
+    }
+    if args.child:  # one row, in a process with glibc's own malloc settings
+        usage, _ = measured(model, runs[args.rows[0]][1])
+        print(json.dumps(dataclasses.asdict(usage)))
+        return
+    set_keep_freed_memory(True)  # for torchcam too: what this package's calls do
+    for row in ROW_NAMES:
+        if row in args.rows:
+            label, run = runs[row]
+            usage = in_plain_process(args, row) if row in PLAIN_ROWS else measured(model, run)[0]
+            rows.append((label, usage))
+            print(f"  {label}: {usage}", flush=True)
     print(f"\nSS-CAM end to end, EfficientNet-Lite0 (pretrained), coffee {SIZE} px, class {target}")
     print("| row | wall s | user s | system s | minor faults | forwards |")
     print("|---|---|---|---|---|---|")
@@ -694,10 +721,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--rows",
         nargs="+",
         default=["torchcam", "exact", "fast"],
-        choices=["torchcam", "torchcam-plain", "old-default", "exact", "adaptive-fp32", "fast"],
+        choices=ROW_NAMES,
         help="end-to-end: the rows",
     )
     parser.add_argument("--fast-budget", type=int, default=14, help="end-to-end: adaptive N")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--torchcam-samples", type=int, default=2, help="end-to-end: its N")
     parser.add_argument(
         "--old-default-samples", type=int, default=2, help="end-to-end: old-default row's N"

@@ -1,0 +1,42 @@
+"""benchmarks/gpu_benchmark.py, dry-run on the CPU with a small model: the script a GPU machine
+runs (`make gpu-check`) must not spend that machine's time on its own bugs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.snippets import ROOT, environment
+
+
+def test_gpu_benchmark_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
+    table = tmp_path / "gpu-check.md"
+    command = [
+        sys.executable,
+        "benchmarks/gpu_benchmark.py",
+        *("--device", "cpu", "--model", "resnet18", "--size", "64", "--samples", "1"),
+        *("--configs", "default", "auto", "--approx-samples", "2", "--top-k", "8"),
+        *("--batch", "64", "--out", str(table)),
+    ]
+    env = environment(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    text = table.read_text()
+    k_prime = int(re.search(r"layer4 K' = (\d+), N = 1", text).group(1))
+    assert 0 < k_prime <= 512  # resnet18's layer4 has 512 channels
+    rows = re.findall(
+        r"^\| (.+?) \| 64 \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| (\d+) \|$", text, re.M
+    )
+    assert [row[0] for row in rows] == [
+        "default call (fp32, automatic memory format)",
+        'autocast_dtype="auto"',
+    ]
+    for _, bare, seconds, ratio, per_second in rows:
+        assert float(bare) > 0 and float(seconds) > 0
+        assert abs(float(ratio) - float(seconds) / float(bare)) < 0.02 * float(ratio)
+        # seconds are printed to 0.01 s: compare within that rounding
+        assert abs(int(per_second) * float(seconds) / k_prime - 1) < 0.01 + 0.005 / float(seconds)
+    assert re.search(r"Fast path \(autocast auto, adaptive N=3, .*\): [\d.]+ s per 64 px", text)
+    assert re.search(r"Fastest approximate mode \(top-8 channels, antithetic N=2", text)
