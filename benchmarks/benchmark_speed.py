@@ -4,8 +4,8 @@ Part ``timing``: one ``ScoreCAM(model, layer).attribute(x, target=...)`` call pe
 row, each in a fresh process (rows in turns, ``--repeats`` times, so that load
 from other processes falls on all of them alike), on one 224 px photo (coffee):
 
-- the default call (fp32; ``channels_last=None`` times 2 + 2 real batches in
-  both memory formats and keeps the faster; glibc keeps freed memory);
+- the default call (fp32; ``channels_last=None`` times real batches in both
+  memory formats and keeps the faster; glibc keeps freed memory);
 - the same call forced to ``channels_last=False`` and to ``channels_last=True``;
 - ``autocast_dtype="auto"`` (bf16 on CPUs with AMX or AVX512-BF16, else fp32);
 - "before": ``channels_last=False`` with ``CAPTUM_SSCAM_MALLOC=default`` (glibc's
@@ -27,6 +27,11 @@ head activation. ``--model resnet50`` /
 ``resnet18``: torchvision, random weights (seed 0), ImageNet normalisation, layer4.
 ``--top-k K`` passes ``top_k_channels=K`` to every row of this package (then the
 torchcam row is left out: it cannot be restricted).
+
+Part ``calibration``: what the automatic memory format costs, measured where load
+cannot tell the rows apart: one warm process, a first call on a fresh ``ScoreCAM``
+per row (automatic, forced channels-last, forced contiguous) in turns, ``--repeats``
+times; the automatic call's time over the better forced one's, per repeat.
 
 Part ``batch``: bare fp32 forwards of the timing model by batch size (8 to 64).
 
@@ -403,6 +408,66 @@ def timing_goals(results: dict[str, list[dict]]) -> None:
             print(f"{label} / default call: {wall[label] / default:.2f}x")
 
 
+def calibration_cost(args: argparse.Namespace) -> None:
+    """The automatic memory format's cost, in one warm process: each repeat times a first
+    call on a fresh ``ScoreCAM`` (so the default call calibrates every time) with
+    ``channels_last=None``, ``True`` and ``False`` in turns, after one untimed call in each
+    format. Rows in one process share its allocator and kernels, so what differs between
+    them is the format of each batch: the default call's extra time is its calibration's."""
+    model, layer, x, title = timing_setting(args.model, args.size)
+    with torch.no_grad():
+        target = int(model(x).argmax())
+    rows = {
+        "default call (automatic)": None,
+        "channels_last=True": True,
+        "channels_last=False": False,
+    }
+    formats: list[bool] = []
+    handle = model.register_forward_pre_hook(
+        lambda _m, inputs: formats.append(not inputs[0].is_contiguous())
+    )
+    top_k = {"top_k_channels": args.top_k} if args.top_k else {}
+
+    def call(channels_last: bool | None) -> float:
+        start = time.perf_counter()
+        ScoreCAM(model, layer).attribute(
+            x,
+            target=target,
+            perturbations_per_eval=args.batch,
+            channels_last=channels_last,
+            **top_k,
+        )
+        return time.perf_counter() - start
+
+    try:
+        for channels_last in (True, False):
+            call(channels_last)  # warm-up in each format
+        seconds: dict[str, list[float]] = {label: [] for label in rows}
+        patterns: set[str] = set()
+        for _ in range(args.repeats):
+            for label, channels_last in rows.items():
+                formats.clear()
+                seconds[label].append(call(channels_last))
+                if channels_last is None:  # formats[0]: the capture forward
+                    patterns.add("".join("L" if last else "C" for last in formats[1:6]))
+    finally:
+        handle.remove()
+    restricted = f", top_k_channels={args.top_k}" if args.top_k else ""
+    print(f"\n{title}{restricted}, batch {args.batch}; one warm process, {args.repeats} repeats")
+    print("| row | median s | per repeat s |")
+    print("|---|---|---|")
+    for label, times in seconds.items():
+        print(
+            f"| {label} | {statistics.median(times):.2f} | {', '.join(f'{t:.2f}' for t in times)} |"
+        )
+    ratios = [auto / min(last, plain) for auto, last, plain in zip(*seconds.values(), strict=True)]
+    print(
+        f"automatic / better forced format, per repeat: {', '.join(f'{r:.3f}' for r in ratios)}; "
+        f"median {statistics.median(ratios):.3f} (goal <= 1.05); the default call's first "
+        f"5 batches (L channels-last, C contiguous): {sorted(patterns)}"
+    )
+
+
 def batch_sweep(args: argparse.Namespace) -> None:
     """Bare fp32 forwards (contiguous) by batch size: where larger batches stop paying."""
     model, _, x, title = timing_setting(args.model, args.size)
@@ -557,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--parts",
         nargs="+",
         default=["timing"],
-        choices=["timing", "batch", "faithfulness", "noise"],
+        choices=["timing", "calibration", "batch", "faithfulness", "noise"],
     )
     parser.add_argument(
         "--model",
@@ -590,6 +655,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, load average {os.getloadavg()}, {time.strftime('%F %R %Z')}")
     if "timing" in args.parts:
         timing(args)
+    if "calibration" in args.parts:
+        calibration_cost(args)
     if "batch" in args.parts:
         batch_sweep(args)
     if "faithfulness" in args.parts:
