@@ -269,6 +269,17 @@ def test_missing_torchvision_weights_say_how_to_get_them(images, tmp_path, monke
     assert "--weights random" in stderr and "never downloads" in stderr
 
 
+def test_device_auto_is_the_default_and_takes_cuda_only_where_there_is_one(monkeypatch) -> None:
+    from captum_sscam.apps.cli import build_parser, choose_device
+
+    assert build_parser().parse_args(["explain", "x.png"]).device == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert choose_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert choose_device("auto") == torch.device("cuda")
+    assert choose_device("cpu") == torch.device("cpu")  # a forced device stays forced
+
+
 def test_cuda_device_without_cuda_is_refused(images, monkeypatch, capsys) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     code, _, stderr = run(["explain", images[0], *TINY, "--device", "cuda"], capsys)

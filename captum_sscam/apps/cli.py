@@ -49,11 +49,15 @@ DEMO_NOTE_SAMPLES = 35
 
 
 def choose_device(name: str) -> torch.device:
-    """The ``--device``, checked to exist."""
+    """The ``--device``, checked to exist; ``auto``: CUDA when this machine has it, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UsageError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N.") from None
+        raise UsageError(
+            f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N."
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name}: CUDA is not available here; use --device cpu.")
     return device
@@ -215,7 +219,11 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target", help="class index or name to explain, e.g. 950 or orange (default: top class)"
     )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (default: CUDA when available, else CPU), cpu, cuda or cuda:N",
+    )
     parser.add_argument(
         "--nt-samples", type=int, default=35, help="SS-CAM noise samples (default 35)"
     )
