@@ -118,6 +118,9 @@ def main() -> None:
     emit(f"{name}, torch {torch.__version__}")
     emit(f"CPU: {cpu_description()}")
     emit(f'autocast_dtype="auto" picks {auto_dtype} on this device')
+    if device.type == "cuda":
+        tf32 = torch.backends.cudnn.allow_tf32
+        emit(f"fp32 convolutions: {'TF32' if tf32 else 'IEEE fp32'} (cuDNN, PyTorch's setting)")
     emit(
         f"{args.model} random weights, layer4 K' = {k_prime}, N = {args.samples}, "
         f"one {args.size} px image"

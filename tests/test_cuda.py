@@ -7,6 +7,7 @@ or with the CPU result of the same call.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -18,6 +19,17 @@ from tests.tiny_models import LinearHead, SmallCNN
 
 pytestmark = pytest.mark.cuda
 CUDA = torch.device("cuda")
+
+
+@pytest.fixture(autouse=True)
+def _ieee_fp32_convolutions() -> Iterator[None]:
+    """cuDNN runs fp32 convolutions in TF32 by default on Ampere and later GPUs (a 10-bit
+    mantissa, about 1e-3 relative): these tests compare the math with the CPU's, so they
+    run in full fp32, with cuDNN's deterministic algorithms."""
+    with torch.backends.cudnn.flags(
+        enabled=torch.backends.cudnn.enabled, deterministic=True, allow_tf32=False
+    ):
+        yield
 
 
 def on_cuda(model: torch.nn.Module) -> torch.nn.Module:
