@@ -590,12 +590,17 @@ def allocation_study(args: argparse.Namespace, model: nn.Module, layer: nn.Modul
     """
     photos = {photo.name: photo for photo in skimage_photos()}
     method = SmoothedScoreCAM(model, layer)
-    common = {"autocast_dtype": "auto", "channels_last": True, "show_progress": False}
+    common = {
+        "autocast_dtype": "auto",
+        "channels_last": True,
+        "show_progress": False,
+        "stdevs": args.stdev,
+    }
     draws = torch.Generator().manual_seed(0)
     print(
         f"\nExpected map variance relative to uniform allocation at the same budget "
         f"(sigma_k from {args.pool} samples per channel, all channels, bf16 autocast, "
-        f"stdevs 2.0); lower is better."
+        f"stdevs {args.stdev:g}); lower is better."
     )
     print(
         "| photo | noise on | K' | score CV median (IQR) | channels with 50 % / 90 % of "
@@ -750,6 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stdevs", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0])
     parser.add_argument("--noise-samples", type=int, default=8, help="noise-level: N")
     parser.add_argument("--pool", type=int, default=16, help="allocation: samples per channel")
+    parser.add_argument("--stdev", type=float, default=2.0, help="allocation: noise level")
     parser.add_argument("--budgets", type=int, nargs="+", default=[4, 8, 16, 35])
     parser.add_argument("--pilot-draws", type=int, default=50, help="allocation: pilots")
     parser.add_argument(
