@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_sscam import SmoothedScoreCAM
+from captum_sscam.attr._engine import _synchronized_time
 from captum_sscam.attr._hardware import cpu_description, fastest_autocast_dtype
 from captum_sscam.attr._masks import varying_channels
 
@@ -47,13 +47,9 @@ CONFIGURATIONS: dict[str, tuple[str, torch.dtype | str | None, bool | None]] = {
 
 
 def timed(run: Callable[[], object], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    start = _synchronized_time(device)
     run()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    return _synchronized_time(device) - start
 
 
 def bare_forwards(
@@ -114,8 +110,8 @@ def main() -> None:
     k_prime = int(varying_channels(features[0]).sum())
     method = SmoothedScoreCAM(model, model.layer4)
     auto_dtype = fastest_autocast_dtype(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (dry run)"
-    emit(f"{name}, torch {torch.__version__}")
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (dry run)"
+    emit(f"{device_name}, torch {torch.__version__}")
     emit(f"CPU: {cpu_description()}")
     emit(f'autocast_dtype="auto" picks {auto_dtype} on this device')
     if device.type == "cuda":
