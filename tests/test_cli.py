@@ -66,10 +66,25 @@ def test_compare_runs_the_methods_named(images, tmp_path, capsys) -> None:
     code, stdout, _ = run([*argv, "--nt-samples", "1", "--no-metrics"], capsys)
     assert code == 0
     assert stdout.startswith("Comparing Score-CAM, SS-CAM (input) on 1 image(s)")
+    assert "SS-CAM: nt_samples=1" in stdout and "Integrated Gradients:" not in stdout
     assert sorted(p.name for p in out.glob("*.png")) == [
         "one_score-cam.png",
         "one_ss-cam-input.png",
     ]
+    code, stdout, _ = run(
+        [
+            "compare",
+            images[0],
+            *TINY,
+            "--methods",
+            "grad-cam",
+            "--out",
+            str(tmp_path / "grad-cam"),
+            "--no-metrics",
+        ],
+        capsys,
+    )
+    assert code == 0 and "SS-CAM:" not in stdout and "Integrated Gradients:" not in stdout
 
 
 def test_explain_writes_one_overlay_per_image_for_the_target(images, tmp_path, capsys) -> None:

@@ -164,7 +164,11 @@ def run_compare(args: argparse.Namespace) -> int:
     keys = parse_methods(args.methods)
     usable = [key for key in keys if key in supporting(loaded.reshape_transform)]
     skipped = [METHODS[key].name for key in keys if key not in usable]
-    notes = [_samples_note(args), f"Integrated Gradients: {args.ig_steps} steps, zero baseline."]
+    notes = []  # the settings of the methods compared, no others
+    if any("nt_samples" in METHODS[key].options for key in usable):
+        notes.append(_samples_note(args))
+    if "ig" in usable:
+        notes.append(f"Integrated Gradients: {args.ig_steps} steps, zero baseline.")
     if skipped:
         notes.append(
             f"Left out: {', '.join(skipped)} (cannot reshape the output of {loaded.name}'s "
