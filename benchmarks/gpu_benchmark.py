@@ -10,8 +10,14 @@ engine's batch size and exact SS-CAM (N = 35, iid), and reports the ratio
 fastest approximate mode (top-k channels, antithetic noise) per 224 px image
 (goal: < 1 s). Without CUDA it says so and exits. ``--out`` also writes the table
 to a file (``make gpu-check`` does). The warm-up before each timed call is a call
-with N = 1, which also makes the automatic memory format's choice, so the timed
-call is a later call (no calibration in it).
+with the fewest samples whose passes fill the automatic memory format's calibration
+batches, so the choice is made there and the timed call is a later call (no
+calibration in it); the bare forwards run in the format it chose.
+
+``--forward-options`` adds a table of bare forwards per second at the engine's batch,
+channels-last, fp32 and bf16: eager, eager with cuDNN's autotuner
+(``torch.backends.cudnn.benchmark``), and ``torch.compile`` (with its compile time),
+then the fast path with the autotuner on.
 
 Run on a machine with a GPU:
 
@@ -24,15 +30,17 @@ the CPU in seconds (the tests run it), so that a GPU's time is not spent on its 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from captum_sscam import SmoothedScoreCAM
-from captum_sscam.attr._engine import _synchronized_time
+from captum_sscam.attr._engine import CALIBRATION_ROUNDS, _synchronized_time
 from captum_sscam.attr._hardware import cpu_description, fastest_autocast_dtype
 from captum_sscam.attr._masks import varying_channels
 
@@ -81,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=int, default=224, help="image size")
     parser.add_argument(
         "--configs", nargs="+", choices=list(CONFIGURATIONS), default=list(CONFIGURATIONS)
+    )
+    parser.add_argument(
+        "--forward-options",
+        action="store_true",
+        help="also time bare forwards with cuDNN's autotuner and torch.compile",
     )
     return parser
 
@@ -143,8 +156,9 @@ def main() -> None:
         batch = args.batch or _auto_batch(method, x, target)
         count = args.samples * k_prime
         # warm-up: kernels, and the automatic memory format's calibration (kept on `method`
-        # for this batch and precision, so the timed call below does not repeat it)
-        run(samples=1)
+        # for this batch and precision, so the timed call below does not repeat it); the
+        # calibration needs 2 x CALIBRATION_ROUNDS full batches of masked passes
+        run(samples=math.ceil(2 * CALIBRATION_ROUNDS * batch / k_prime))
         bare_last = bool(last) if last is not None else _chosen_format(method)
         bare_forwards(model, 2 * batch, batch, x, bare_dtype, bare_last)
         bare = timed(
@@ -154,6 +168,8 @@ def main() -> None:
             device,
         )
         seconds = timed(run, device)
+        if last is None:
+            label += f": {'channels-last' if bare_last else 'contiguous'}"
         emit(
             f"| {label} | {batch} | {bare:.2f} | {seconds:.2f} | {seconds / bare:.2f} "
             f"| {count / seconds:.0f} |"
@@ -170,6 +186,7 @@ def main() -> None:
             sample_allocation="adaptive",
             autocast_dtype="auto",
             perturbations_per_eval=args.batch,
+            generator=torch.Generator(device).manual_seed(0),
         )
 
     fast_path()
@@ -199,10 +216,56 @@ def main() -> None:
         f"{args.approx_samples}, fp16, channels-last): {seconds:.3f} s per {args.size} px image "
         f"(goal < 1 s)"
     )
+    if args.forward_options:
+        emit("")
+        batch = args.batch or _auto_batch(method, x, target)
+        forward_options_table(model, x, batch, emit)
+        with _cudnn_autotuner(device):
+            fast_path()  # the autotuner's trials, for each batch shape of the call
+            seconds = timed(fast_path, device)
+        emit(f"\nFast path with cuDNN's autotuner on: {seconds:.3f} s per {args.size} px image")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text("\n".join(lines) + "\n")
         print(f"table written to {args.out}")
+
+
+def forward_options_table(
+    model: nn.Module, x: Tensor, batch: int, emit: Callable[[str], None]
+) -> None:
+    """Bare forwards per second: eager, eager with cuDNN's autotuner, ``torch.compile``."""
+    count = 8 * batch
+    emit(
+        f"| bare forwards, channels-last, batch {batch} | fp32 images/s | bf16 images/s "
+        "| first 2 batches s (fp32, bf16) |"
+    )
+    emit("|---|---|---|---|")
+    for label in ("eager", "eager, cudnn.benchmark", "torch.compile"):
+        network = torch.compile(model) if label == "torch.compile" else model
+        rates, first = [], []
+        with _cudnn_autotuner(x.device, label == "eager, cudnn.benchmark"):
+            for dtype in (None, torch.bfloat16):
+                first.append(_timed_forwards(network, 2 * batch, batch, x, dtype))
+                rates.append(count / _timed_forwards(network, count, batch, x, dtype))
+        emit(f"| {label} | {rates[0]:.0f} | {rates[1]:.0f} | {first[0]:.1f}, {first[1]:.1f} |")
+
+
+def _timed_forwards(
+    model: nn.Module, count: int, batch: int, x: Tensor, dtype: torch.dtype | None
+) -> float:
+    """Seconds for ``count`` channels-last forwards, ``batch`` per call."""
+    return timed(lambda: bare_forwards(model, count, batch, x, dtype, True), x.device)
+
+
+@contextmanager
+def _cudnn_autotuner(device: torch.device, enabled: bool = True) -> Iterator[None]:
+    """``torch.backends.cudnn.benchmark`` set for the block, restored after it."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled and device.type == "cuda"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def _chosen_format(method: SmoothedScoreCAM) -> bool:
