@@ -33,6 +33,12 @@ cannot tell the rows apart: one warm process, a first call on a fresh ``ScoreCAM
 per row (automatic, forced channels-last, forced contiguous) in turns, ``--repeats``
 times; the automatic call's time over the better forced one's, per repeat.
 
+Part ``compile``: ``compile_forward=True`` against the eager call, in one warm process, in
+fp32 and with ``autocast_dtype="auto"``: a warm eager call (the default memory format,
+after one untimed call), the first compiled call (it compiles), a second compiled call,
+the number of calls after which compiling has paid, and the compiled map's largest
+difference from the eager map (relative to the map's maximum).
+
 Part ``batch``: bare fp32 forwards of the timing model by batch size (8 to 64).
 
 Part ``faithfulness``: the pretrained EfficientNet-Lite0 on real photos; each
@@ -55,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -468,6 +475,42 @@ def calibration_cost(args: argparse.Namespace) -> None:
     )
 
 
+def compile_cost(args: argparse.Namespace) -> None:
+    """``compile_forward=True``: its first call (compiling), a later call, the eager call."""
+    model, layer, x, title = timing_setting(args.model, args.size)
+    with torch.no_grad():
+        target = int(model(x).argmax())
+    top_k = {"top_k_channels": args.top_k} if args.top_k else {}
+    eager_method, compiled_method = ScoreCAM(model, layer), ScoreCAM(model, layer)
+
+    def call(method: ScoreCAM, **options: Any) -> tuple[float, Tensor]:
+        start = time.perf_counter()
+        cam = method.attribute(
+            x, target=target, perturbations_per_eval=args.batch, **top_k, **options
+        )
+        return time.perf_counter() - start, cam
+
+    restricted = f", top_k_channels={args.top_k}" if args.top_k else ""
+    print(f"\n{title}{restricted}, batch {args.batch}; one warm process")
+    print(
+        "| precision | eager s | compiled, first call s | compiled, later call s "
+        "| eager / later | compiling pays after | max map diff |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for label, dtype in (("fp32", None), ('autocast_dtype="auto"', "auto")):
+        call(eager_method, autocast_dtype=dtype)  # warm-up, memory-format choice
+        eager, eager_map = call(eager_method, autocast_dtype=dtype)
+        first, _ = call(compiled_method, autocast_dtype=dtype, compile_forward=True)
+        later, compiled_map = call(compiled_method, autocast_dtype=dtype, compile_forward=True)
+        gain = eager - later
+        pays = f"{math.ceil((first - later) / gain)} calls" if gain > 0 else "never"
+        difference = float((compiled_map - eager_map).abs().max() / eager_map.abs().max())
+        print(
+            f"| {label} | {eager:.2f} | {first:.2f} | {later:.2f} | {eager / later:.2f} "
+            f"| {pays} | {difference:.1e} |"
+        )
+
+
 def batch_sweep(args: argparse.Namespace) -> None:
     """Bare fp32 forwards (contiguous) by batch size: where larger batches stop paying."""
     model, _, x, title = timing_setting(args.model, args.size)
@@ -622,7 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--parts",
         nargs="+",
         default=["timing"],
-        choices=["timing", "calibration", "batch", "faithfulness", "noise"],
+        choices=["timing", "calibration", "compile", "batch", "faithfulness", "noise"],
     )
     parser.add_argument(
         "--model",
@@ -657,6 +700,8 @@ def main() -> None:
         timing(args)
     if "calibration" in args.parts:
         calibration_cost(args)
+    if "compile" in args.parts:
+        compile_cost(args)
     if "batch" in args.parts:
         batch_sweep(args)
     if "faithfulness" in args.parts:

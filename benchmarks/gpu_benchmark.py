@@ -3,16 +3,18 @@
 ResNet-50 with random weights (seed 0), one 224 px input, layer4 (K = 2048).
 For each configuration (the default call: fp32 with the automatic memory format;
 fp32 forced contiguous; ``autocast_dtype="auto"``; fp16 and bf16 autocast with
-channels-last) it times the bare forwards of N x K' random inputs at the
-engine's batch size and exact SS-CAM (N = 35, iid), and reports the ratio
+channels-last; fp32 and ``"auto"`` with ``compile_forward=True``) it times the bare
+forwards of N x K' random inputs at the engine's batch size (compiled, on whole
+batches, for the compiled rows) and exact SS-CAM (N = 35, iid), and reports the ratio
 (goal: <= 1.2x) and masked images per second. Then the fast path
-(``autocast_dtype="auto"``, adaptive sampling at N = 16) and the
-fastest approximate mode (top-k channels, antithetic noise) per 224 px image
-(goal: < 1 s). Without CUDA it says so and exits. ``--out`` also writes the table
-to a file (``make gpu-check`` does). The warm-up before each timed call is a call
-with the fewest samples whose passes fill the automatic memory format's calibration
-batches, so the choice is made there and the timed call is a later call (no
-calibration in it); the bare forwards run in the format it chose.
+(``autocast_dtype="auto"``, adaptive sampling at N = 16; again compiled when the
+``compiled-auto`` row ran) and the fastest approximate mode (top-k channels,
+antithetic noise) per 224 px image (goal: < 1 s). Without CUDA it says so and exits.
+``--out`` also writes the table to a file (``make gpu-check`` does). The warm-up
+before each timed call is a call with the fewest samples whose passes fill the
+automatic memory format's calibration batches, so the choice is made there and the
+timed call is a later call (no calibration in it); the bare forwards run in the
+format it chose.
 
 ``--forward-options`` adds a table of bare forwards per second at the engine's batch,
 channels-last, fp32 and bf16: eager, eager with cuDNN's autotuner
@@ -45,12 +47,15 @@ from captum_sscam.attr._hardware import cpu_description, fastest_autocast_dtype
 from captum_sscam.attr._masks import varying_channels
 
 # name: (label, autocast_dtype, channels_last)
-CONFIGURATIONS: dict[str, tuple[str, torch.dtype | str | None, bool | None]] = {
-    "default": ("default call (fp32, automatic memory format)", None, None),
-    "contiguous": ("fp32, contiguous", None, False),
-    "auto": ('autocast_dtype="auto"', "auto", None),
-    "fp16": ("fp16 autocast, channels-last", torch.float16, True),
-    "bf16": ("bf16 autocast, channels-last", torch.bfloat16, True),
+CONFIGURATIONS: dict[str, tuple[str, torch.dtype | str | None, bool | None, bool]] = {
+    # label, autocast_dtype, channels_last, compile_forward
+    "default": ("default call (fp32, automatic memory format)", None, None, False),
+    "contiguous": ("fp32, contiguous", None, False, False),
+    "auto": ('autocast_dtype="auto"', "auto", None, False),
+    "fp16": ("fp16 autocast, channels-last", torch.float16, True, False),
+    "bf16": ("bf16 autocast, channels-last", torch.bfloat16, True, False),
+    "compiled": ("fp32, compile_forward=True", None, None, True),
+    "compiled-auto": ('autocast_dtype="auto", compile_forward=True', "auto", None, True),
 }
 
 
@@ -137,10 +142,11 @@ def main() -> None:
     emit("")
     emit("| configuration | batch | bare N x K' s | SS-CAM s | x bare | masked images/s |")
     emit("|---|---|---|---|---|---|")
-    for label, dtype, last in (CONFIGURATIONS[name] for name in args.configs):
+    compiled_model: nn.Module | None = None  # the compiled rows' bare forwards
+    for label, dtype, last, compiled in (CONFIGURATIONS[name] for name in args.configs):
         if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             continue
-        options = {"autocast_dtype": dtype, "channels_last": last}
+        options = {"autocast_dtype": dtype, "channels_last": last, "compile_forward": compiled}
         bare_dtype = auto_dtype if dtype == "auto" else dtype
 
         def run(options: dict = options, samples: int = args.samples) -> Tensor:
@@ -159,16 +165,25 @@ def main() -> None:
         # for this batch and precision, so the timed call below does not repeat it); the
         # calibration needs 2 x CALIBRATION_ROUNDS full batches of masked passes
         run(samples=math.ceil(2 * CALIBRATION_ROUNDS * batch / k_prime))
-        bare_last = bool(last) if last is not None else _chosen_format(method)
-        bare_forwards(model, 2 * batch, batch, x, bare_dtype, bare_last)
+        if compiled:
+            # compile_forward leaves the layout to the compiler (contiguous inputs) and pads
+            # the last batch, so the compiled bare forwards run whole batches too
+            if compiled_model is None:
+                compiled_model = torch.compile(model, dynamic=False)
+            bare_model, bare_last = compiled_model, bool(last)
+            bare_count = math.ceil(count / batch) * batch
+        else:
+            bare_model, bare_count = model, count
+            bare_last = bool(last) if last is not None else _chosen_format(method)
+        bare_forwards(bare_model, 2 * batch, batch, x, bare_dtype, bare_last)
         bare = timed(
-            lambda dtype=bare_dtype, last=bare_last, batch=batch, count=count: bare_forwards(
-                model, count, batch, x, dtype, last
+            lambda net=bare_model, n=bare_count, dtype=bare_dtype, last=bare_last, batch=batch: (
+                bare_forwards(net, n, batch, x, dtype, last)
             ),
             device,
         )
         seconds = timed(run, device)
-        if last is None:
+        if last is None and not compiled:
             label += f": {'channels-last' if bare_last else 'contiguous'}"
         emit(
             f"| {label} | {batch} | {bare:.2f} | {seconds:.2f} | {seconds / bare:.2f} "
@@ -178,7 +193,7 @@ def main() -> None:
     # adaptive allocation reached uniform N = 35's spread at N = 16 on Lite0's photos (CPU)
     fast_samples = max(3, round(args.samples * 16 / 35))
 
-    def fast_path() -> Tensor:
+    def fast_path(compile_forward: bool = False) -> Tensor:
         return method.attribute(
             x,
             target=target,
@@ -187,6 +202,7 @@ def main() -> None:
             autocast_dtype="auto",
             perturbations_per_eval=args.batch,
             generator=torch.Generator(device).manual_seed(0),
+            compile_forward=compile_forward,
         )
 
     fast_path()
@@ -196,6 +212,13 @@ def main() -> None:
         f"reached uniform N=35's error on CPU): {seconds:.3f} s per {args.size} px image "
         "(goal < 1 s)"
     )
+    if "compiled-auto" in args.configs:  # its rows compiled the forward at this batch
+        fast_path(compile_forward=True)
+        seconds = timed(lambda: fast_path(compile_forward=True), device)
+        emit(
+            f"Fast path with compile_forward=True (compiled above): {seconds:.3f} s per "
+            f"{args.size} px image (goal < 1 s)"
+        )
 
     def approximate() -> Tensor:
         return method.attribute(

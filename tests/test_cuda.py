@@ -179,3 +179,17 @@ def test_seeded_sscam_on_gpu_matches_the_reference_and_ignores_batching(allocati
     else:
         expected = ScoreCAM(model, model.layer).attribute(x, target=2)
     torch.testing.assert_close(run(3), expected, rtol=1e-3, atol=1e-5)
+
+
+def test_compiled_forward_matches_the_cpu_reference_loop() -> None:
+    torch._dynamo.reset()
+    model = SmallCNN().eval()
+    x = torch.randn(2, 3, 16, 16)
+    expected = reference_score_cam(model, model.layer, x, [1, 4], "probability", None)
+    gpu_model = on_cuda(model)
+    # 12 items in batches of 5: the last batch is padded to 5 for the compiled forward
+    cam = ScoreCAM(gpu_model, gpu_model.layer).attribute(
+        x.to(CUDA), target=[1, 4], perturbations_per_eval=5, compile_forward=True
+    )
+    assert cam.device.type == "cuda"
+    torch.testing.assert_close(cam.cpu(), expected, rtol=1e-3, atol=1e-5)

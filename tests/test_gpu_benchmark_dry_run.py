@@ -17,7 +17,8 @@ def test_gpu_benchmark_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
         sys.executable,
         "benchmarks/gpu_benchmark.py",
         *("--device", "cpu", "--model", "resnet18", "--size", "64", "--samples", "1"),
-        *("--configs", "default", "auto", "--approx-samples", "2", "--top-k", "8"),
+        *("--configs", "default", "auto", "compiled-auto"),
+        *("--approx-samples", "2", "--top-k", "8"),
         *("--batch", "64", "--out", str(table)),
     ]
     env = environment(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
@@ -34,6 +35,7 @@ def test_gpu_benchmark_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
         [
             f"default call (fp32, automatic memory format): {fp32_format}",
             f'autocast_dtype="auto": {auto_format}',
+            'autocast_dtype="auto", compile_forward=True',
         ]
         for fp32_format in ("channels-last", "contiguous")
         for auto_format in ("channels-last", "contiguous")
@@ -44,4 +46,5 @@ def test_gpu_benchmark_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
         # seconds are printed to 0.01 s: compare within that rounding
         assert abs(int(per_second) * float(seconds) / k_prime - 1) < 0.01 + 0.005 / float(seconds)
     assert re.search(r"Fast path \(autocast auto, adaptive N=3, .*\): [\d.]+ s per 64 px", text)
+    assert re.search(r"Fast path with compile_forward=True \(compiled above\): [\d.]+ s per", text)
     assert re.search(r"Fastest approximate mode \(top-8 channels, antithetic N=2", text)

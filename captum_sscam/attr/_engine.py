@@ -149,6 +149,9 @@ class BatchScorer:
             (``True``), as they are (``False``), or choose by timing real batches
             (``None``, with ``calibration``).
         calibration: where the automatic choice is made and kept.
+        pad_to_batch: pad a short batch to ``batch_size`` rows (repeating its
+            last row; the extra scores are dropped), so that a compiled
+            ``forward_func`` sees one shape.
     """
 
     forward_func: Callable[..., Any]
@@ -158,6 +161,7 @@ class BatchScorer:
     autocast_dtype: torch.dtype | None = None
     channels_last: bool | None = False
     calibration: MemoryFormatCalibration | None = None
+    pad_to_batch: bool = False
 
     def scores(
         self,
@@ -212,6 +216,9 @@ class BatchScorer:
         channels_last: bool = False,
     ) -> Tensor:
         """Scores ``(B, T)`` of one batch whose rows belong to ``examples``."""
+        rows = batch[0].shape[0]
+        if self.pad_to_batch and rows < self.batch_size:
+            batch, examples = _padded(batch, examples, self.batch_size)
         if channels_last:
             batch = tuple(
                 x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
@@ -227,12 +234,22 @@ class BatchScorer:
                 f"{getattr(output, 'shape', type(output).__name__)} for "
                 f"{batch[0].shape[0]} examples."
             )
-        return select_scores(output, targets[examples.to(targets.device)], self.score_kind)
+        examples = examples[:rows]
+        return select_scores(output[:rows], targets[examples.to(targets.device)], self.score_kind)
 
     def _precision(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+
+
+def _padded(
+    batch: tuple[Tensor, ...], examples: Tensor, size: int
+) -> tuple[tuple[Tensor, ...], Tensor]:
+    """``batch`` and ``examples`` with their last row repeated up to ``size`` rows."""
+    extra = size - examples.shape[0]
+    batch = tuple(torch.cat([x, x[-1:].expand(extra, *x.shape[1:])]) for x in batch)
+    return batch, torch.cat([examples, examples[-1:].expand(extra)])
 
 
 @dataclass(frozen=True)

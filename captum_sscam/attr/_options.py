@@ -60,6 +60,7 @@ class ScoreCAMOptions:
     channels_last: bool | None = None
     top_k_channels: int | None = None
     channel_criterion: str = "variance"
+    compile_forward: bool = False
 
     def __post_init__(self) -> None:
         check_choice("score_mode", self.score_mode, SCORE_MODES)
@@ -79,6 +80,7 @@ class ScoreCAMOptions:
         if self.top_k_channels is not None:
             check_positive_int("top_k_channels", self.top_k_channels)
         check_choice("channel_criterion", self.channel_criterion, CHANNEL_CRITERIA)
+        check_flag("compile_forward", self.compile_forward)
 
     @classmethod
     def from_arguments(cls, arguments: Mapping[str, Any]) -> ScoreCAMOptions:

@@ -64,6 +64,7 @@ class IntegratedScoreCAM(ScoreCAM):
         channels_last: bool | None = None,
         top_k_channels: int | None = None,
         channel_criterion: ChannelCriterion = "variance",
+        compile_forward: bool = False,
     ) -> Tensor | tuple[Tensor, ...]:
         r"""IS-CAM maps of ``target`` for each example of ``inputs``.
 

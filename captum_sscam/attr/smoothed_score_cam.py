@@ -102,6 +102,7 @@ class SmoothedScoreCAM(ScoreCAM):
         sample_allocation: SampleAllocation = "uniform",
         target_error: float | None = None,
         return_error: bool = False,
+        compile_forward: bool = False,
     ) -> Any:
         r"""SS-CAM maps of ``target`` for each example of ``inputs``.
 
@@ -126,6 +127,7 @@ class SmoothedScoreCAM(ScoreCAM):
             channels_last: channels-last masked inputs, as in ScoreCAM.
             top_k_channels: score only ``k`` channels, as in ScoreCAM.
             channel_criterion: how those channels are ranked, as in ScoreCAM.
+            compile_forward: compiled masked forwards, as in ScoreCAM.
             sample_allocation: ``"uniform"`` (default, the paper: ``nt_samples``
                 per channel) or ``"adaptive"``: ``nt_samples`` stays the budget (at
                 most ``nt_samples`` x K' forwards per example), shared by Neyman
