@@ -338,3 +338,24 @@ def test_sample_allocation_and_autocast_options_reach_the_call(images, tmp_path,
     with pytest.raises(SystemExit) as stopped:
         main(["explain", images[0], *TINY, "--sample-allocation", "neyman"])
     assert stopped.value.code == 2 and "invalid choice: 'neyman'" in capsys.readouterr().err
+
+
+def test_compile_compiles_the_masked_forwards_once_for_every_image(images, tmp_path, capsys):
+    from torch._dynamo.utils import counters
+
+    from captum_sscam.apps.cli import _options, build_parser
+
+    assert not _options(build_parser().parse_args(["explain", images[0], *TINY])).compile_forward
+    torch._dynamo.reset()
+    graphs = counters["stats"]["unique_graphs"]
+    argv = ["explain", *images[:2], *TINY, "--method", "score-cam", "--compile"]
+    code, stdout, _ = run([*argv, "--batch-size", "4", "--out", str(tmp_path)], capsys)
+    assert code == 0, stdout
+    assert {p.name for p in tmp_path.glob("*.png")} >= {"one_score-cam.png", "two_score-cam.png"}
+    # one compiled graph for the masked batches of both images (short batches are padded)
+    assert counters["stats"]["unique_graphs"] == graphs + 1
+    code, stdout, _ = run(
+        ["explain", images[0], *TINY, "--compile", "--nt-samples", "2", "--out", str(tmp_path)],
+        capsys,
+    )
+    assert code == 0 and "precision: fp32; compiled forward." in stdout

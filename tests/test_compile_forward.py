@@ -42,6 +42,19 @@ def test_score_cam_compiled_equals_eager_and_compiles_once(model: SmallCNN) -> N
     torch.testing.assert_close(again, eager_again, rtol=1e-4, atol=1e-6)
 
 
+def test_one_graph_for_inputs_of_any_strides(model: SmallCNN) -> None:
+    # an image decoded to (N, H, W, C) and permuted has channels-last strides; masked
+    # inputs follow them, a padded batch would not: both are passed contiguous
+    x = torch.randn(2, 12, 12, 3).permute(0, 3, 1, 2)
+    method = ScoreCAM(model, model.layer)
+    graphs = _compiled_graphs()
+    compiled = method.attribute(x, target=1, perturbations_per_eval=4, compile_forward=True)
+    method.attribute(x.contiguous(), target=1, perturbations_per_eval=4, compile_forward=True)
+    assert _compiled_graphs() == graphs + 1
+    eager = method.attribute(x, target=1, perturbations_per_eval=4)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-6)
+
+
 def test_smoothed_adaptive_compiled_equals_eager_with_padded_phases(model: SmallCNN) -> None:
     x = torch.randn(1, 3, 12, 12)
     method = SmoothedScoreCAM(model, model.layer)

@@ -87,6 +87,7 @@ def _options(args: argparse.Namespace) -> Options:
         show_progress=not args.quiet,
         sample_allocation=args.sample_allocation,
         autocast_dtype=None if args.autocast == "none" else args.autocast,
+        compile_forward=args.compile,
     )
 
 
@@ -109,7 +110,8 @@ def _samples_note(args: argparse.Namespace) -> str:
     note = (
         f"SS-CAM: nt_samples={args.nt_samples}, stdevs={args.stdevs}, "
         f"{args.sample_allocation} allocation; score mode {args.score_mode}; "
-        f"precision: {'fp32' if args.autocast == 'none' else 'autocast ' + args.autocast}."
+        f"precision: {'fp32' if args.autocast == 'none' else 'autocast ' + args.autocast}"
+        f"{'; compiled forward' if args.compile else ''}."
     )
     if args.nt_samples < DEMO_NOTE_SAMPLES:
         note += (
@@ -263,6 +265,12 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         default="none",
         help="Score-CAM family: auto runs the forwards in bf16/fp16 where the hardware has "
         "them (faster, not exact; default none: fp32)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="Score-CAM family: compile the masked forwards with torch.compile once, then "
+        "reuse them for every image (pays on a GPU over many images; exact up to rounding)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

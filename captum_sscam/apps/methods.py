@@ -88,6 +88,9 @@ class Options:
         autocast_dtype: the Score-CAM family's ``None`` (fp32, exact) or ``"auto"``
             (bf16 or fp16 forwards where the hardware has them; changes the map by
             more than rounding).
+        compile_forward: the Score-CAM family's masked forwards through
+            ``torch.compile``, compiled once per method and reused for every image
+            (pays on a GPU over many images).
     """
 
     nt_samples: int = 35
@@ -100,6 +103,7 @@ class Options:
     show_progress: bool = False
     sample_allocation: str = "uniform"
     autocast_dtype: str | None = None
+    compile_forward: bool = False
 
     def __post_init__(self) -> None:
         for name in ("nt_samples", "ig_steps"):
@@ -143,6 +147,7 @@ SCORE_CAM_OPTIONS: Mapping[str, OptionValue] = {
     "top_k_channels": option("top_k_channels"),
     "show_progress": option("show_progress"),
     "autocast_dtype": option("autocast_dtype"),
+    "compile_forward": option("compile_forward"),
 }
 """The options of the Score-CAM family."""
 

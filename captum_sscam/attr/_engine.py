@@ -150,8 +150,9 @@ class BatchScorer:
             (``None``, with ``calibration``).
         calibration: where the automatic choice is made and kept.
         pad_to_batch: pad a short batch to ``batch_size`` rows (repeating its
-            last row; the extra scores are dropped), so that a compiled
-            ``forward_func`` sees one shape.
+            last row; the extra scores are dropped) and pass contiguous tensors
+            unless ``channels_last``, so that a compiled ``forward_func`` sees one
+            shape and one layout.
     """
 
     forward_func: Callable[..., Any]
@@ -224,6 +225,8 @@ class BatchScorer:
                 x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
                 for x in batch
             )
+        elif self.pad_to_batch:  # one layout too (masked inputs follow the input's strides)
+            batch = tuple(x.contiguous() for x in batch)
         with self._precision(batch[0].device):
             output = _run_forward(
                 self.forward_func, batch, None, follow_example(self.forward_args, examples)
