@@ -89,6 +89,28 @@ def test_compiled_call_leaves_the_model_as_it_was(model: SmallCNN) -> None:
         assert torch.equal(value, state[name])
 
 
+def test_a_compiled_call_asks_for_a_power_of_two_batch(
+    model: SmallCNN, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # on CUDA the automatic batch follows free memory; a compiled forward gets it rounded
+    # down to a power of two, so small changes of free memory keep the compiled shape
+    from captum_sscam.attr import score_cam
+
+    asked: list[bool] = []
+
+    def recording(*args: object, power_of_two: bool = False) -> int:
+        asked.append(power_of_two)
+        return 4
+
+    monkeypatch.setattr(score_cam, "default_batch_size", recording)
+    method = ScoreCAM(model, model.layer)
+    x = torch.randn(1, 3, 12, 12)
+    method.attribute(x, target=0)
+    method.attribute(x, target=0, compile_forward=True)
+    method.attribute(x, target=0, compile_forward=True, perturbations_per_eval=3)
+    assert asked == [False, True]  # a batch given by the user is used as it is
+
+
 def test_compile_forward_must_be_a_flag(model: SmallCNN) -> None:
     with pytest.raises(TypeError, match="compile_forward must be True or False, got 'yes'"):
         ScoreCAM(model, model.layer).attribute(

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from captum_sscam import IntegratedScoreCAM, ScoreCAM, SmoothedScoreCAM, vit_reshape_transform
-from captum_sscam.attr._batch_size import MAX_AUTO_BATCH, default_batch_size
+from captum_sscam.attr._batch_size import MAX_AUTO_BATCH, default_batch_size, free_cuda_bytes
 from tests.reference import reference_score_cam, replayed_noise
 from tests.tiny_models import LinearHead, SmallCNN
 
@@ -111,8 +111,17 @@ def test_several_targets_and_top_k_match_cpu() -> None:
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-5)
 
 
-def test_batch_size_follows_free_memory() -> None:
+def test_memory_the_allocator_caches_counts_as_free() -> None:
+    block = torch.empty(256 * 2**20, dtype=torch.uint8, device=CUDA)
+    del block  # PyTorch keeps the 256 MiB reserved for the next allocation
     free, _ = torch.cuda.mem_get_info(CUDA)
+    cached = torch.cuda.memory_reserved(CUDA) - torch.cuda.memory_allocated(CUDA)
+    assert cached >= 256 * 2**20
+    assert abs(free_cuda_bytes(CUDA) - (free + cached)) < 64 * 2**20
+
+
+def test_batch_size_follows_free_memory() -> None:
+    free = free_cuda_bytes(CUDA)  # free memory, and what PyTorch's allocator caches unused
     per_example = free // 100  # half the free memory holds about 50 such examples
     chosen = default_batch_size(CUDA, per_example, num_examples=1)
     assert 40 <= chosen <= 50

@@ -195,10 +195,23 @@ def test_cuda_batch_size_follows_free_memory(monkeypatch: pytest.MonkeyPatch) ->
 
     free = 10_000_000
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free, 4 * free))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 0)
     cuda = torch.device("cuda")
     per_example = 40_000 + _batch_size.MASKED_INPUT_COPIES * 2_500
     expected = int(0.5 * free // per_example)  # 100
     assert _batch_size.default_batch_size(cuda, 2 * 40_000, 2, 2_500) == expected == 100
+    # a compiled forward's batch: the power of two below, 64
+    assert _batch_size.default_batch_size(cuda, 2 * 40_000, 2, 2_500, power_of_two=True) == 64
+    # memory PyTorch's allocator caches unused counts as free: 10 MB reserved, 4 MB in use
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 10_000_000)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 4_000_000)
+    assert (
+        _batch_size.default_batch_size(cuda, 2 * 40_000, 2, 2_500)
+        == int(0.5 * (free + 6_000_000) // per_example)
+        == 160
+    )
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 0)
     assert _batch_size.default_batch_size(cuda, 0, 1, 0) == _batch_size.MAX_AUTO_BATCH
     assert _batch_size.default_batch_size(cuda, 10 * free, 1, 0) == 1
     assert _batch_size.default_batch_size(cuda, None) == _batch_size.DEFAULT_CUDA_BATCH

@@ -5,7 +5,11 @@ batches no longer pay once the convolutions are big enough to keep every core
 busy). On CUDA the batch follows the device's free memory: the capture forward,
 which the methods run anyway, is measured, and the batch is the number of such
 per-example footprints (plus the masked input's own copies) that fit in half
-of the memory the device has free.
+of the memory the device has free, counting the memory PyTorch's caching
+allocator holds unused as free (so a second call does not get a smaller batch
+because the first one's memory is cached). For a compiled forward the batch is
+rounded down to a power of two, so that small changes of free memory do not
+change the shape the forward was compiled for.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ def default_batch_size(
     forward_peak_bytes: int | None = None,
     num_examples: int = 1,
     input_bytes_per_example: int = 0,
+    power_of_two: bool = False,
 ) -> int:
     """Masked inputs per forward when the user gives none.
 
@@ -55,12 +60,21 @@ def default_batch_size(
             examples on CUDA (from ``run_measuring_peak``), or ``None``.
         num_examples: the examples that forward held.
         input_bytes_per_example: bytes of one example's inputs.
+        power_of_two: round the CUDA batch down to a power of two (a compiled
+            forward's batch, stable under small changes of free memory).
     """
     if device.type != "cuda":
         return DEFAULT_CPU_BATCH
     if forward_peak_bytes is None:
         return DEFAULT_CUDA_BATCH
-    free_bytes, _ = torch.cuda.mem_get_info(device)
     per_item = forward_peak_bytes / num_examples + MASKED_INPUT_COPIES * input_bytes_per_example
-    fitting = int(CUDA_MEMORY_FRACTION * free_bytes // max(per_item, 1.0))
-    return max(1, min(MAX_AUTO_BATCH, fitting))
+    fitting = int(CUDA_MEMORY_FRACTION * free_cuda_bytes(device) // max(per_item, 1.0))
+    batch = max(1, min(MAX_AUTO_BATCH, fitting))
+    return 1 << (batch.bit_length() - 1) if power_of_two else batch
+
+
+def free_cuda_bytes(device: torch.device) -> int:
+    """The device's free memory plus what PyTorch's caching allocator holds unused."""
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return free_bytes + max(0, cached)

@@ -183,13 +183,15 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
                 call and kept on this object (the activation pass stays eager, so
                 the layer's hook works as always). The last batch of each phase is
                 padded to the full batch, so the compiler sees one shape per batch
-                size, precision and memory format. With ``channels_last=None`` the
-                compiler chooses the layout and no calibration runs. The map is
-                the same up to rounding. Hooks that you register on the model may
-                not run in the compiled passes. Pays where compiling (seconds to a
-                minute) is repaid over many calls: exact SS-CAM on ResNet-50 ran 1.6x
-                faster on an H100; on a CPU fp32 gained 1.2x and bf16 lost (see the
-                performance page). Default ``False``.
+                size, precision and memory format (the automatic CUDA batch is then
+                rounded down to a power of two, so that it stays put). With
+                ``channels_last=None`` the compiler chooses the layout and no
+                calibration runs. The map is the same up to rounding. Hooks that
+                you register on the model may not run in the compiled passes. Pays
+                where compiling (seconds to a minute) is repaid over many calls:
+                exact SS-CAM on ResNet-50 ran 1.6x faster on an H100; on a CPU fp32
+                gained 1.2x and bf16 lost (see the performance page). Default
+                ``False``.
 
         Returns:
             ``(N, 1, h, w)`` maps at the layer's resolution (``(N, T, h, w)`` for
@@ -235,7 +237,7 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
             )
             targets = flat_target_indices(target, output)
             batch_size = options.perturbations_per_eval or _default_batch(
-                formatted_inputs, device, forward_peak
+                formatted_inputs, device, forward_peak, options.compile_forward
             )
             autocast_dtype = options.autocast_on(device)
             channels_last = options.channels_last if _any_image(formatted_inputs) else False
@@ -296,6 +298,8 @@ def _any_image(inputs: tuple[Tensor, ...]) -> bool:
     return any(x.dim() == 4 for x in inputs)
 
 
-def _default_batch(inputs: tuple[Tensor, ...], device: torch.device, peak: int | None) -> int:
+def _default_batch(
+    inputs: tuple[Tensor, ...], device: torch.device, peak: int | None, compiled: bool
+) -> int:
     input_bytes = sum(x.element_size() * x[0].numel() for x in inputs)
-    return default_batch_size(device, peak, inputs[0].shape[0], input_bytes)
+    return default_batch_size(device, peak, inputs[0].shape[0], input_bytes, power_of_two=compiled)
