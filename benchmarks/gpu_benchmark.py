@@ -46,7 +46,6 @@ from captum_sscam.attr._engine import CALIBRATION_ROUNDS, _synchronized_time
 from captum_sscam.attr._hardware import cpu_description, fastest_autocast_dtype
 from captum_sscam.attr._masks import varying_channels
 
-# name: (label, autocast_dtype, channels_last)
 CONFIGURATIONS: dict[str, tuple[str, torch.dtype | str | None, bool | None, bool]] = {
     # label, autocast_dtype, channels_last, compile_forward
     "default": ("default call (fp32, automatic memory format)", None, None, False),
@@ -149,17 +148,20 @@ def main() -> None:
         options = {"autocast_dtype": dtype, "channels_last": last, "compile_forward": compiled}
         bare_dtype = auto_dtype if dtype == "auto" else dtype
 
-        def run(options: dict = options, samples: int = args.samples) -> Tensor:
+        # SS-CAM and its bare forwards run at one batch: the engine's automatic one, read off
+        # an eager call (a compiled call would round it to a power of two)
+        batch = args.batch or _auto_batch(method, x, target)
+
+        def run(options: dict = options, samples: int = args.samples, batch: int = batch) -> Tensor:
             return method.attribute(
                 x,
                 target=target,
                 nt_samples=samples,
-                perturbations_per_eval=args.batch,
+                perturbations_per_eval=batch,
                 generator=torch.Generator(device).manual_seed(0),
                 **options,
             )
 
-        batch = args.batch or _auto_batch(method, x, target)
         count = args.samples * k_prime
         # warm-up: kernels, and the automatic memory format's calibration (kept on `method`
         # for this batch and precision, so the timed call below does not repeat it); the

@@ -149,10 +149,10 @@ class BatchScorer:
             (``True``), as they are (``False``), or choose by timing real batches
             (``None``, with ``calibration``).
         calibration: where the automatic choice is made and kept.
-        pad_to_batch: pad a short batch to ``batch_size`` rows (repeating its
-            last row; the extra scores are dropped) and pass contiguous tensors
-            unless ``channels_last``, so that a compiled ``forward_func`` sees one
-            shape and one layout.
+        fixed_batches: give every forward ``batch_size`` rows (a short batch is
+            padded by repeating its last row; the extra scores are dropped) and
+            contiguous tensors unless ``channels_last``, so that a compiled
+            ``forward_func`` sees one shape and one layout.
     """
 
     forward_func: Callable[..., Any]
@@ -162,7 +162,7 @@ class BatchScorer:
     autocast_dtype: torch.dtype | None = None
     channels_last: bool | None = False
     calibration: MemoryFormatCalibration | None = None
-    pad_to_batch: bool = False
+    fixed_batches: bool = False
 
     def scores(
         self,
@@ -217,19 +217,19 @@ class BatchScorer:
         channels_last: bool = False,
     ) -> Tensor:
         """Scores ``(B, T)`` of one batch whose rows belong to ``examples``."""
-        rows = batch[0].shape[0]
-        if self.pad_to_batch and rows < self.batch_size:
-            batch, examples = _padded(batch, examples, self.batch_size)
+        rows, forward_examples = batch[0].shape[0], examples
+        if self.fixed_batches and rows < self.batch_size:
+            batch, forward_examples = _padded(batch, examples, self.batch_size)
         if channels_last:
             batch = tuple(
                 x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
                 for x in batch
             )
-        elif self.pad_to_batch:  # one layout too (masked inputs follow the input's strides)
+        elif self.fixed_batches:  # one layout too (masked inputs follow the input's strides)
             batch = tuple(x.contiguous() for x in batch)
         with self._precision(batch[0].device):
             output = _run_forward(
-                self.forward_func, batch, None, follow_example(self.forward_args, examples)
+                self.forward_func, batch, None, follow_example(self.forward_args, forward_examples)
             )
         if not isinstance(output, Tensor) or output.shape[0] != batch[0].shape[0]:
             raise RuntimeError(
@@ -237,7 +237,6 @@ class BatchScorer:
                 f"{getattr(output, 'shape', type(output).__name__)} for "
                 f"{batch[0].shape[0]} examples."
             )
-        examples = examples[:rows]
         return select_scores(output[:rows], targets[examples.to(targets.device)], self.score_kind)
 
     def _precision(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:

@@ -259,7 +259,7 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
                         autocast_dtype,
                     ),
                 ),
-                pad_to_batch=options.compile_forward,
+                fixed_batches=options.compile_forward,
             )
             run = LayerRun(
                 scorer,
