@@ -106,12 +106,15 @@ def _methods(
     return explain_functions(keys, loaded.model, layer, options, loaded.reshape_transform)
 
 
+_COMPILE_NOTE = "; compiled forward (each method's time includes its one-off compilation)"
+
+
 def _samples_note(args: argparse.Namespace) -> str:
     note = (
         f"SS-CAM: nt_samples={args.nt_samples}, stdevs={args.stdevs}, "
         f"{args.sample_allocation} allocation; score mode {args.score_mode}; "
         f"precision: {'fp32' if args.autocast == 'none' else 'autocast ' + args.autocast}"
-        f"{'; compiled forward' if args.compile else ''}."
+        f"{_COMPILE_NOTE if args.compile else ''}."
     )
     if args.nt_samples < DEMO_NOTE_SAMPLES:
         note += (
