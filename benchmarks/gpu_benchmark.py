@@ -16,6 +16,17 @@ automatic memory format's calibration batches, so the choice is made there and t
 timed call is a later call (no calibration in it); the bare forwards run in the
 format it chose.
 
+Then EfficientNet-Lite0 (pretrained, the package's demo model) on real photos, where the
+CPU measurements established equal error: adaptive allocation at N = 16 reached uniform
+N = 35's spread over seeds on coffee, chelsea and astronaut (docs/performance.md, table
+3b). Per photo: the exact default call (N = 35, uniform, fp32) and the fast path
+(``autocast_dtype="auto"``, adaptive N = 16; compiled too when the ``compiled-auto`` row
+ran), each with the relative standard error its call returns (``return_error=True``,
+``||SE|| / ||map||`` before the ReLU), so the run shows the two at equal error on the
+GPU itself. Photos: ``--lite0-photos FILE ...`` (``make gpu-wheels`` writes the three to
+``.whl/photos/``), by default scikit-image's, skipped with a line where the Lite0
+packages or the photos are missing.
+
 ``--forward-options`` adds a table of bare forwards per second at the engine's batch,
 channels-last, fp32 and bf16: eager, eager with cuDNN's autotuner
 (``torch.backends.cudnn.benchmark``), and ``torch.compile`` (with its compile time),
@@ -25,14 +36,16 @@ Run on a machine with a GPU:
 
     PYTHONPATH=. python benchmarks/gpu_benchmark.py [--samples 35] [--batch 256] [--out F]
 
-``--device cpu --model resnet18 --size 64 --samples 1`` is a dry run of the script on
-the CPU in seconds (the tests run it), so that a GPU's time is not spent on its bugs.
+``--device cpu --model resnet18 --size 64 --samples 1 --lite0-channels 4`` is a dry run
+of the script on the CPU in a minute (the tests run it), so that a GPU's time is not spent
+on its bugs.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +58,9 @@ from captum_sscam import SmoothedScoreCAM
 from captum_sscam.attr._engine import CALIBRATION_ROUNDS, _synchronized_time
 from captum_sscam.attr._hardware import cpu_description, fastest_autocast_dtype
 from captum_sscam.attr._masks import varying_channels
+
+FAST_SAMPLES_AT_35 = 16  # adaptive N that reached uniform N = 35's spread on Lite0's photos
+LITE0_PHOTOS = ("coffee", "chelsea", "astronaut")
 
 CONFIGURATIONS: dict[str, tuple[str, torch.dtype | str | None, bool | None, bool]] = {
     # label, autocast_dtype, channels_last, compile_forward
@@ -93,6 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=int, default=224, help="image size")
     parser.add_argument(
         "--configs", nargs="+", choices=list(CONFIGURATIONS), default=list(CONFIGURATIONS)
+    )
+    parser.add_argument(
+        "--lite0-photos",
+        nargs="*",
+        default=None,
+        help="image files for the Lite0 table (default: scikit-image's coffee, chelsea and "
+        "astronaut; none: skip the table)",
+    )
+    parser.add_argument(
+        "--lite0-channels",
+        type=int,
+        default=None,
+        help="top_k_channels in the Lite0 table, for a dry run (default: all channels)",
     )
     parser.add_argument(
         "--forward-options",
@@ -192,8 +221,7 @@ def main() -> None:
             f"| {count / seconds:.0f} |"
         )
 
-    # adaptive allocation reached uniform N = 35's spread at N = 16 on Lite0's photos (CPU)
-    fast_samples = max(3, round(args.samples * 16 / 35))
+    fast_samples = fast_budget(args.samples)
 
     def fast_path(compile_forward: bool = False) -> Tensor:
         return method.attribute(
@@ -249,10 +277,138 @@ def main() -> None:
             fast_path()  # the autotuner's trials, for each batch shape of the call
             seconds = timed(fast_path, device)
         emit(f"\nFast path with cuDNN's autotuner on: {seconds:.3f} s per {args.size} px image")
+    lite0_table(args, device, emit)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text("\n".join(lines) + "\n")
         print(f"table written to {args.out}")
+
+
+def fast_budget(samples: int) -> int:
+    """The adaptive budget at the error of uniform ``samples`` (16 for 35, measured on CPU)."""
+    return max(3, round(samples * FAST_SAMPLES_AT_35 / 35))
+
+
+def lite0_inputs(paths: list[str] | None) -> list[tuple[str, Tensor]] | str:
+    """``(name, Lite0 input)`` of each photo at 224 px, or why there are none."""
+    from captum_sscam.apps.data import photo_tensor, read_image, resize_photo, skimage_photos
+    from captum_sscam.apps.models import lite0_preprocess
+
+    if paths is None:
+        try:
+            photos = [p for p in skimage_photos() if p.name in LITE0_PHOTOS]
+        except ImportError:
+            return "no scikit-image for its photos: pass --lite0-photos (make gpu-wheels)"
+    else:
+        photos = [read_image(path)[0] for path in paths]
+    if not photos:
+        return "no photos"
+    return [(p.name, lite0_preprocess(photo_tensor(resize_photo(p, 224)))) for p in photos]
+
+
+def lite0_table(
+    args: argparse.Namespace, device: torch.device, emit: Callable[[str], None]
+) -> None:
+    """Exact SS-CAM against the fast path on Lite0's photos, with their returned errors."""
+    emit("")
+    inputs = lite0_inputs(args.lite0_photos)
+    try:
+        from captum_sscam.apps.models import efficientnet_lite0, lite0_target_layer
+
+        model = efficientnet_lite0().to(device)
+    except ImportError as error:
+        inputs = f"{error} (make gpu-wheels carries it)"
+    if isinstance(inputs, str):
+        emit(f"EfficientNet-Lite0 table skipped: {inputs}.")
+        return
+    compiled = "compiled-auto" in args.configs
+    exact_samples = max(2, args.samples)  # the standard error needs two samples per channel
+    fast_samples = fast_budget(exact_samples)
+    emit(
+        f"EfficientNet-Lite0 (pretrained), head activation, 224 px photos, the top-1 class: "
+        f"exact SS-CAM (default call, N = {exact_samples}, uniform, fp32) against the fast "
+        f'path (autocast_dtype="auto", adaptive N = {fast_samples}). rel. SE: the returned '
+        "standard error's norm over the map's, before the ReLU."
+        + (f" top_k_channels={args.lite0_channels} (dry run)." if args.lite0_channels else "")
+    )
+    emit("")
+    emit(
+        "| photo | K' | batch | exact s | exact rel. SE | fast s | fast rel. SE "
+        f"| {'fast compiled s | ' if compiled else ''}exact / fastest |"
+    )
+    emit(f"|---|---|---|---|---|---|---|{'---|' if compiled else ''}---|")
+    fastest_times, error_ratios = [], []
+    # one method for all photos: its memory-format choice and compiled forward carry over
+    method = SmoothedScoreCAM(model, lite0_target_layer(model))
+    for name, photo in inputs:
+        x = photo.to(device)
+        with torch.no_grad():
+            target = int(model(x).argmax())
+        k_prime = _varying(model, lite0_target_layer(model), x, args.lite0_channels)
+        batch = args.batch or _auto_batch(method, x, target, k_prime)
+        common = {
+            "target": target,
+            "perturbations_per_eval": batch,
+            "top_k_channels": args.lite0_channels,
+            "relu_attributions": False,
+            "return_error": True,
+            "show_progress": False,
+        }
+        fast = {"autocast_dtype": "auto", "sample_allocation": "adaptive"}
+        calibration = math.ceil(2 * CALIBRATION_ROUNDS * batch / k_prime)
+        rows = {
+            "exact": ({}, exact_samples),
+            "fast": (fast, fast_samples),
+            **({"compiled": ({**fast, "compile_forward": True}, fast_samples)} if compiled else {}),
+        }
+        seconds, errors = {}, {}
+        for row, (options, samples) in rows.items():
+            call = {"nt_samples": samples, **common, **options}
+            warm_up = max(2, min(samples, calibration))
+            _lite0_call(method, x, {**call, "nt_samples": warm_up}, device)
+            seconds[row], errors[row] = _lite0_call(method, x, call, device)
+        fastest = min(seconds["fast"], seconds.get("compiled", math.inf))
+        fastest_times.append(fastest)
+        error_ratios.append(errors["fast"] / errors["exact"])
+        compiled_cell = f"{seconds['compiled']:.3f} | " if compiled else ""
+        emit(
+            f"| {name} | {k_prime} | {batch} | {seconds['exact']:.3f} | {errors['exact']:.4f} "
+            f"| {seconds['fast']:.3f} | {errors['fast']:.4f} | {compiled_cell}"
+            f"{seconds['exact'] / fastest:.1f} |"
+        )
+    emit(
+        f"\nFastest equal-error mode on Lite0: {statistics.mean(fastest_times):.3f} s per 224 px "
+        f"image, mean over {len(fastest_times)} photos (goal < 1 s); fast / exact rel. SE "
+        f"{min(error_ratios):.2f}-{max(error_ratios):.2f}"
+    )
+
+
+def _lite0_call(
+    method: SmoothedScoreCAM, x: Tensor, call: dict, device: torch.device
+) -> tuple[float, float]:
+    """Seconds of one seeded call and its relative standard error ``||SE|| / ||map||``.
+
+    The first call of a configuration also warms up: kernels, the memory format's
+    calibration and, with ``compile_forward``, the compilation.
+    """
+    generator = torch.Generator(device).manual_seed(0)
+    start = _synchronized_time(device)
+    saliency, error = method.attribute(x, generator=generator, **call)
+    seconds = _synchronized_time(device) - start
+    return seconds, float(error.norm() / saliency.norm())
+
+
+def _varying(model: nn.Module, layer: nn.Module, x: Tensor, top_k: int | None) -> int:
+    """K': the layer's channels that get a mask (at most ``top_k``)."""
+    features: list[Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: features.append(out))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    k_prime = int(varying_channels(features[0]).sum())
+    return min(k_prime, top_k) if top_k else k_prime
 
 
 def forward_options_table(
@@ -298,14 +454,17 @@ def _chosen_format(method: SmoothedScoreCAM) -> bool:
     return bool(list(method._memory_formats.values())[-1]) if method._memory_formats else False
 
 
-def _auto_batch(method: SmoothedScoreCAM, x: Tensor, target: int) -> int:
+def _auto_batch(method: SmoothedScoreCAM, x: Tensor, target: int, k_prime: int = 1024) -> int:
     """The batch the engine picks from free memory, read off the forward sizes."""
     sizes: list[int] = []
     handle = method.forward_func.register_forward_pre_hook(
         lambda _m, args: sizes.append(args[0].shape[0])
     )
+    channels = min(k_prime, 1024)  # at least 1024 masked passes: more than any automatic batch
     try:
-        method.attribute(x, target=target, nt_samples=1, top_k_channels=1024)
+        method.attribute(
+            x, target=target, nt_samples=math.ceil(1024 / channels) + 1, top_k_channels=channels
+        )
     finally:
         handle.remove()
     return max(sizes[1:])
