@@ -42,6 +42,19 @@ each budget, relative to uniform: the engine's adaptive rule, Neyman allocation 
 the sampled sigma (a bound), and a 2-sample pilot with shrunk variances; with
 ``--antithetic`` also a second call with antithetic pairs.
 
+Part ``shared-noise``: can shared noise or a control variate beat allocation? For each
+photo and noise placement (``--stdev``), ``--pool`` noise draws shared by every channel
+(each channel's score at each draw: common random numbers), and at the same draws the
+score of two control masked inputs, whose mask is 0 or the mean of the channels' masks;
+the controls' mean comes from ``--control-draws`` independent draws. From these: the map
+variance per draw with shared noise against independent noise (the engine's), the
+channels' correlation with each control, and the share of uniform N = 35's forwards that
+each estimator needs for uniform N = 35's map variance: a per-item control (each item's
+draw also scores the control, 2 forwards per item; weight ``mean(s_k - c) + mean(c)``,
+the latter from independent draws; unbiased) at its best allocation, the engine's
+adaptive allocation, and Neyman allocation with the sampled sigma (both optimistic bounds
+where the sampled variances set the allocation).
+
 Part ``noise-level``: SS-CAM at ``nt_samples=8`` for each ``stdevs`` and both noise
 placements, against Score-CAM, on photos with boxes (``annotated_photos``):
 deletion AUC (lower is better), insertion AUC (higher is better) and the energy
@@ -53,7 +66,8 @@ cores, ``end-to-end`` took about 11 minutes (torchcam at N = 2 1 minute, exact N
 7.6 minutes, the fast path 2 minutes); ``error`` (all channels, 3 photos, 4 seeds,
 ``--uniform-budgets 4 8 16``) about 90 minutes and ``allocation`` (2 photos,
 ``--antithetic``) 22 minutes, each beside another heavy job; ``noise-level`` makes about
-8,300 bf16 and 1,800 fp32 forwards per photo (a few minutes each):
+8,300 bf16 and 1,800 fp32 forwards per photo (a few minutes each); ``shared-noise`` about
+(pool + 2) x K' per photo and placement (3-4 minutes each at ``--pool 24``, two threads):
 
     flock /tmp/captum_sscam_heavy.lock env PYTHONPATH=. .venv/bin/python \\
         benchmarks/sscam_cost.py end-to-end --rows old-default fast --fast-budget 16
@@ -63,6 +77,8 @@ cores, ``end-to-end`` took about 11 minutes (torchcam at N = 2 1 minute, exact N
         benchmarks/sscam_cost.py allocation --photos coffee chelsea --antithetic
     flock /tmp/captum_sscam_heavy.lock env PYTHONPATH=. .venv/bin/python \\
         benchmarks/sscam_cost.py noise-level
+    flock /tmp/captum_sscam_heavy.lock env PYTHONPATH=. .venv/bin/python \\
+        benchmarks/sscam_cost.py shared-noise --pool 24
 """
 
 from __future__ import annotations
@@ -95,7 +111,8 @@ from captum_sscam.apps.models import (
     lite0_target_layer,
 )
 from captum_sscam.attr._allocator import OPT_OUT_VARIABLE
-from captum_sscam.attr._hardware import cpu_description
+from captum_sscam.attr._hardware import cpu_description, fastest_autocast_dtype
+from captum_sscam.attr._masks import upsampled_masks, varying_channels
 from captum_sscam.metrics import deletion_auc, energy_pointing_game, insertion_auc
 
 SIZE = 224
@@ -647,6 +664,113 @@ def allocation_study(args: argparse.Namespace, model: nn.Module, layer: nn.Modul
                 )
 
 
+# ------------------------------------------------------------- shared noise
+
+
+CONTROL_MASKS = ("zero", "mean")
+
+
+def shared_noise(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -> None:
+    """Shared noise and per-item control variates against independent noise (see the top)."""
+    photos = {photo.name: photo for photo in skimage_photos()}
+    dtype = fastest_autocast_dtype("cpu")
+    model = model.to(memory_format=torch.channels_last)
+    print(
+        f"\nShared noise and control variates, stdevs {args.stdev:g}, {args.pool} shared draws, "
+        f"controls' mean from {args.control_draws} draws, all channels, {dtype or 'fp32'}. "
+        "Shares: forwards needed for uniform N=35's map variance, over uniform N=35's."
+    )
+    print(
+        "| photo | noise on | K' | shared / independent variance | control | correlation "
+        "with the control, median (IQR) | per-item control | adaptive | Neyman, sampled sigma |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in args.photos:
+        x = photo_input(photos[name])
+        target = top1(model, x)
+        activation = layer_activation(model, layer, x)
+        active = varying_channels(activation)[0]
+        maps = activation[0, active].double().flatten(1)  # (K', S)
+        masks = upsampled_masks(activation[0, active].float(), x.shape[2:])
+        controls = torch.stack([torch.zeros_like(masks[0]), masks.mean(0)])
+        for noise_on in ("mask", "input"):
+            score = masked_scorer(model, x, target, noise_on, args.stdev, dtype)
+            draws = range(args.pool)
+            scores = torch.stack([score(masks, seed) for seed in draws], 1)  # (K', D)
+            paired = torch.stack([score(controls, seed) for seed in draws], 1)  # (2, D)
+            alone = torch.stack(
+                [score(controls, 10**6 + seed) for seed in range(args.control_draws)], 1
+            )
+            independent = float((maps.square().sum(1) * scores.var(1)).sum())
+            shared = float((maps.T @ scores).var(1).sum())
+            for index, control in enumerate(CONTROL_MASKS):
+                shares = control_shares(maps, scores, paired[index], alone[index])
+                correlation = torch.corrcoef(torch.cat([paired[index : index + 1], scores]))[
+                    0, 1:
+                ].quantile(torch.tensor([0.25, 0.5, 0.75], dtype=scores.dtype))
+                print(
+                    f"| {name} | {noise_on} | {len(maps)} | {shared / independent:.1f} "
+                    f"| mask {control} | {float(correlation[1]):.2f} ({float(correlation[0]):.2f}"
+                    f"-{float(correlation[2]):.2f}) | {shares['control']:.2f} "
+                    f"| {shares['adaptive']:.2f} | {shares['neyman']:.2f} |",
+                    flush=True,
+                )
+
+
+def layer_activation(model: nn.Module, layer: nn.Module, x: Tensor) -> Tensor:
+    features: list[Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: features.append(out.detach()))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    return features[0]
+
+
+def masked_scorer(
+    model: nn.Module, x: Tensor, target: int, noise_on: str, stdev: float, dtype: Any
+) -> Callable[[Tensor, int], Tensor]:
+    """``score(masks, seed)``: the target's probability for every mask, all under one noise
+    draw (seeded by ``seed``): ``X * (H + e)`` (mask) or ``X * H + e`` (input)."""
+
+    def score(masks: Tensor, seed: int) -> Tensor:
+        shape = (1, *x.shape[2:]) if noise_on == "mask" else tuple(x.shape[1:])
+        noise = torch.randn(shape, generator=generator(seed)) * stdev
+        out = []
+        for start in range(0, len(masks), 64):
+            mask = masks[start : start + 64].unsqueeze(1)
+            masked = x * (mask + noise) if noise_on == "mask" else x * mask + noise
+            masked = masked.contiguous(memory_format=torch.channels_last)
+            with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.bfloat16,
+                                                 enabled=dtype is not None):  # fmt: skip
+                out.append(model(masked).float().softmax(1)[:, target])
+        return torch.cat(out).double()
+
+    return score
+
+
+def control_shares(maps: Tensor, scores: Tensor, paired: Tensor, alone: Tensor) -> dict[str, float]:
+    """Forwards for uniform N = 35's map variance, as a share of its ``35 K'``.
+
+    Uniform N = 35: ``V = sum_k ||A_k||^2 sigma_k^2 / 35``. Per-item control (2 forwards
+    per item, ``M`` independent control draws): ``V = sum_k a_k / n_k + b / M`` with
+    ``a_k = ||A_k||^2 Var(s_k - c)`` and ``b = Var(c) ||sum_k A_k||^2``; at its best
+    allocation ``V = (sum_k sqrt(2 a_k) + sqrt(b))^2 / F`` for ``F`` forwards. Adaptive
+    (``n_k`` proportional to ``||A_k||``) and Neyman (to ``||A_k|| sigma_k``) likewise.
+    """
+    norms = maps.norm(dim=1)
+    variances = scores.var(1)
+    independent = float((norms.square() * variances).sum()) * len(norms)
+    residual = norms.square() * (scores - paired).var(1)
+    coherent = float(alone.var()) * float(maps.sum(0).square().sum())
+    return {
+        "control": (float((2 * residual).sqrt().sum()) + coherent**0.5) ** 2 / independent,
+        "adaptive": float(norms.sum() * (norms * variances).sum()) / independent,
+        "neyman": float((norms * variances.sqrt()).sum()) ** 2 / independent,
+    }
+
+
 # -------------------------------------------------------------- noise level
 
 
@@ -721,7 +845,9 @@ def mean_and_error(values: list[float]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The command line (the docs' commands are checked against it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("part", choices=["end-to-end", "error", "allocation", "noise-level"])
+    parser.add_argument(
+        "part", choices=["end-to-end", "error", "allocation", "noise-level", "shared-noise"]
+    )
     parser.add_argument(
         "--rows",
         nargs="+",
@@ -754,8 +880,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--box-photos", nargs="+", default=["coffee", "chelsea", "astronaut"])
     parser.add_argument("--stdevs", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0])
     parser.add_argument("--noise-samples", type=int, default=8, help="noise-level: N")
-    parser.add_argument("--pool", type=int, default=16, help="allocation: samples per channel")
-    parser.add_argument("--stdev", type=float, default=2.0, help="allocation: noise level")
+    parser.add_argument(
+        "--pool", type=int, default=16, help="allocation, shared-noise: samples per channel"
+    )
+    parser.add_argument(
+        "--stdev", type=float, default=2.0, help="allocation, shared-noise: noise level"
+    )
+    parser.add_argument(
+        "--control-draws", type=int, default=256, help="shared-noise: draws for the controls' mean"
+    )
     parser.add_argument("--budgets", type=int, nargs="+", default=[4, 8, 16, 35])
     parser.add_argument("--pilot-draws", type=int, default=50, help="allocation: pilots")
     parser.add_argument(
@@ -775,6 +908,7 @@ def main() -> None:
         "error": error_study,
         "allocation": allocation_study,
         "noise-level": noise_level,
+        "shared-noise": shared_noise,
     }
     parts[args.part](args, model, layer)
     print(f"\nload average at the end {os.getloadavg()}, {time.strftime('%F %R %Z')}")
