@@ -340,7 +340,7 @@ def test_sample_allocation_and_autocast_options_reach_the_call(images, tmp_path,
     assert stopped.value.code == 2 and "invalid choice: 'neyman'" in capsys.readouterr().err
 
 
-def test_compile_compiles_the_masked_forwards_once_for_every_image(images, tmp_path, capsys):
+def test_compile_compiles_the_masked_forwards_once_per_command(images, tmp_path, capsys):
     from torch._dynamo.utils import counters
 
     from captum_sscam.apps.cli import _options, build_parser
@@ -354,11 +354,18 @@ def test_compile_compiles_the_masked_forwards_once_for_every_image(images, tmp_p
     assert {p.name for p in tmp_path.glob("*.png")} >= {"one_score-cam.png", "two_score-cam.png"}
     # one compiled graph for the masked batches of both images (short batches are padded)
     assert counters["stats"]["unique_graphs"] == graphs + 1
+    # compare: one compilation for the whole command, in the first Score-CAM-family method's time
+    torch._dynamo.reset()
+    graphs = counters["stats"]["unique_graphs"]
+    report = tmp_path / "report"
+    argv = ["compare", images[0], *TINY, "--methods", "score-cam,ss-cam", "--compile"]
     code, stdout, _ = run(
-        ["explain", images[0], *TINY, "--compile", "--nt-samples", "2", "--out", str(tmp_path)],
-        capsys,
+        [*argv, "--nt-samples", "2", "--batch-size", "4", "--out", str(report)], capsys
     )
-    assert code == 0 and (
-        "precision: fp32; compiled forward (each method's time includes its one-off "
-        "compilation)." in stdout
+    assert code == 0, stdout
+    assert counters["stats"]["unique_graphs"] == graphs + 1
+    note = (
+        "precision: fp32; compiled forward (compiled once per command: the first "
+        "Score-CAM-family method's time includes the compilation)."
     )
+    assert html.escape(note) in (report / "report.html").read_text()

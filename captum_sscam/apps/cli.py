@@ -106,7 +106,10 @@ def _methods(
     return explain_functions(keys, loaded.model, layer, options, loaded.reshape_transform)
 
 
-_COMPILE_NOTE = "; compiled forward (each method's time includes its one-off compilation)"
+_COMPILE_NOTE = (
+    "; compiled forward (compiled once per command: the first Score-CAM-family method's "
+    "time includes the compilation)"
+)
 
 
 def _samples_note(args: argparse.Namespace) -> str:

@@ -89,8 +89,9 @@ class Options:
             (bf16 or fp16 forwards where the hardware has them; changes the map by
             more than rounding).
         compile_forward: the Score-CAM family's masked forwards through
-            ``torch.compile``, compiled once per method and reused for every image
-            (pays on a GPU over many images).
+            ``torch.compile``, once per method object; methods of one model, precision
+            and batch share the compiled code, so only the first compiles (pays on a GPU
+            over many images).
     """
 
     nt_samples: int = 35
