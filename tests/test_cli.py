@@ -78,6 +78,8 @@ def test_compare_runs_the_methods_named(images, tmp_path, capsys) -> None:
             *TINY,
             "--methods",
             "grad-cam",
+            "--top-k-channels",
+            "2",
             "--out",
             str(tmp_path / "grad-cam"),
             "--no-metrics",
@@ -85,6 +87,7 @@ def test_compare_runs_the_methods_named(images, tmp_path, capsys) -> None:
         capsys,
     )
     assert code == 0 and "SS-CAM:" not in stdout and "Integrated Gradients:" not in stdout
+    assert "most varying channels" not in stdout  # Grad-CAM scores no channels
 
 
 def test_explain_writes_one_overlay_per_image_for_the_target(images, tmp_path, capsys) -> None:
@@ -220,6 +223,7 @@ def test_cli_explains_transformers_with_random_weights(name, size, images, tmp_p
     assert code == 0
     assert re.search(r"^one: predicted .+; SS-CAM of .+ -> .+one_ss-cam\.png$", stdout, re.M)
     assert Image.open(tmp_path / "one_ss-cam.png").size == OVERLAY_PNG
+    assert "Score-CAM family: only the 4 most varying channels are scored" in stdout
     code, _, stderr = run([*argv[:8], "--method", "grad-cam"], capsys)
     assert code == 2
     assert "Grad-CAM (LayerGradCam) cannot reshape this layer's output" in stderr
@@ -235,6 +239,8 @@ def test_compare_on_a_transformer_leaves_out_grad_cam_and_says_so(images, tmp_pa
     assert "\nComparing Score-CAM on 1 image(s) with swin_t" in stdout
     left_out = "Left out: Grad-CAM (cannot reshape the output of swin_t's layer"
     assert left_out in stdout and html.escape(left_out) in (out / "report.html").read_text()
+    channels = "Score-CAM family: only the 2 most varying channels are scored (--top-k-channels"
+    assert channels in stdout and channels in (out / "report.html").read_text()
 
 
 @pytest.mark.parametrize(

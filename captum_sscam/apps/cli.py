@@ -112,6 +112,13 @@ _COMPILE_NOTE = (
 )
 
 
+def _channels_note(args: argparse.Namespace) -> str:
+    return (
+        f"Score-CAM family: only the {args.top_k_channels} most varying channels are scored "
+        "(--top-k-channels; faster, an approximation of the maps over all channels)."
+    )
+
+
 def _samples_note(args: argparse.Namespace) -> str:
     note = (
         f"SS-CAM: nt_samples={args.nt_samples}, stdevs={args.stdevs}, "
@@ -164,6 +171,8 @@ def run_explain(args: argparse.Namespace) -> int:
     print(f"{method.name} took {run.seconds:.2f} s for {len(photos)} image(s) on {device}.")
     if "nt_samples" in method.options:
         print(_samples_note(args))
+    if args.top_k_channels and "top_k_channels" in method.options:
+        print(_channels_note(args))
     return 0
 
 
@@ -175,6 +184,8 @@ def run_compare(args: argparse.Namespace) -> int:
     notes = []  # the settings of the methods compared, no others
     if any("nt_samples" in METHODS[key].options for key in usable):
         notes.append(_samples_note(args))
+    if args.top_k_channels and any("top_k_channels" in METHODS[k].options for k in usable):
+        notes.append(_channels_note(args))
     if "ig" in usable:
         notes.append(f"Integrated Gradients: {args.ig_steps} steps, zero baseline.")
     if skipped:
