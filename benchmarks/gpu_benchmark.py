@@ -55,6 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_sscam import SmoothedScoreCAM
+from captum_sscam.attr._batch_size import MAX_AUTO_BATCH
 from captum_sscam.attr._engine import CALIBRATION_ROUNDS, _synchronized_time
 from captum_sscam.attr._hardware import cpu_description, fastest_autocast_dtype
 from captum_sscam.attr._masks import varying_channels
@@ -148,12 +149,9 @@ def main() -> None:
     torch.manual_seed(0)
     model = getattr(models, args.model)().eval().to(device)
     x = torch.randn(1, 3, args.size, args.size, device=device)
-    features: list[Tensor] = []
-    handle = model.layer4.register_forward_hook(lambda _m, _i, out: features.append(out))
     with torch.no_grad():
         target = int(model(x).argmax())
-    handle.remove()
-    k_prime = int(varying_channels(features[0]).sum())
+    k_prime = _varying(model, model.layer4, x)
     method = SmoothedScoreCAM(model, model.layer4)
     auto_dtype = fastest_autocast_dtype(device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (dry run)"
@@ -398,7 +396,7 @@ def _lite0_call(
     return seconds, float(error.norm() / saliency.norm())
 
 
-def _varying(model: nn.Module, layer: nn.Module, x: Tensor, top_k: int | None) -> int:
+def _varying(model: nn.Module, layer: nn.Module, x: Tensor, top_k: int | None = None) -> int:
     """K': the layer's channels that get a mask (at most ``top_k``)."""
     features: list[Tensor] = []
     handle = layer.register_forward_hook(lambda _m, _i, out: features.append(out))
@@ -454,16 +452,19 @@ def _chosen_format(method: SmoothedScoreCAM) -> bool:
     return bool(list(method._memory_formats.values())[-1]) if method._memory_formats else False
 
 
-def _auto_batch(method: SmoothedScoreCAM, x: Tensor, target: int, k_prime: int = 1024) -> int:
+def _auto_batch(
+    method: SmoothedScoreCAM, x: Tensor, target: int, k_prime: int = MAX_AUTO_BATCH
+) -> int:
     """The batch the engine picks from free memory, read off the forward sizes."""
     sizes: list[int] = []
     handle = method.forward_func.register_forward_pre_hook(
         lambda _m, args: sizes.append(args[0].shape[0])
     )
-    channels = min(k_prime, 1024)  # at least 1024 masked passes: more than any automatic batch
+    channels = min(k_prime, MAX_AUTO_BATCH)  # enough masked passes for the largest batch
+    samples = math.ceil(MAX_AUTO_BATCH / channels)
     try:
         method.attribute(
-            x, target=target, nt_samples=math.ceil(1024 / channels) + 1, top_k_channels=channels
+            x, target=target, nt_samples=samples, top_k_channels=channels, show_progress=False
         )
     finally:
         handle.remove()
