@@ -58,6 +58,7 @@ from captum_sscam import SmoothedScoreCAM
 from captum_sscam.attr._batch_size import MAX_AUTO_BATCH
 from captum_sscam.attr._engine import CALIBRATION_ROUNDS, _synchronized_time
 from captum_sscam.attr._hardware import cpu_description, fastest_autocast_dtype
+from captum_sscam.attr._layer import layer_activations_and_output
 from captum_sscam.attr._masks import varying_channels
 
 FAST_SAMPLES_AT_35 = 16  # adaptive N that reached uniform N = 35's spread on Lite0's photos
@@ -149,9 +150,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = getattr(models, args.model)().eval().to(device)
     x = torch.randn(1, 3, args.size, args.size, device=device)
-    with torch.no_grad():
-        target = int(model(x).argmax())
-    k_prime = _varying(model, model.layer4, x)
+    target, k_prime = _target_and_varying(model, model.layer4, x)
     method = SmoothedScoreCAM(model, model.layer4)
     auto_dtype = fastest_autocast_dtype(device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (dry run)"
@@ -340,9 +339,9 @@ def lite0_table(
     method = SmoothedScoreCAM(model, lite0_target_layer(model))
     for name, photo in inputs:
         x = photo.to(device)
-        with torch.no_grad():
-            target = int(model(x).argmax())
-        k_prime = _varying(model, lite0_target_layer(model), x, args.lite0_channels)
+        target, k_prime = _target_and_varying(
+            model, lite0_target_layer(model), x, args.lite0_channels
+        )
         batch = args.batch or _auto_batch(method, x, target, k_prime)
         common = {
             "target": target,
@@ -396,17 +395,14 @@ def _lite0_call(
     return seconds, float(error.norm() / saliency.norm())
 
 
-def _varying(model: nn.Module, layer: nn.Module, x: Tensor, top_k: int | None = None) -> int:
-    """K': the layer's channels that get a mask (at most ``top_k``)."""
-    features: list[Tensor] = []
-    handle = layer.register_forward_hook(lambda _m, _i, out: features.append(out))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        handle.remove()
-    k_prime = int(varying_channels(features[0]).sum())
-    return min(k_prime, top_k) if top_k else k_prime
+def _target_and_varying(
+    model: nn.Module, layer: nn.Module, x: Tensor, top_k: int | None = None
+) -> tuple[int, int]:
+    """The top-1 class and K', the layer's channels that get a mask (at most ``top_k``)."""
+    with torch.no_grad():
+        (activation,), output = layer_activations_and_output(model, layer, (x,), None, None, False)
+    k_prime = int(varying_channels(activation).sum())
+    return int(output.argmax()), min(k_prime, top_k) if top_k else k_prime
 
 
 def forward_options_table(

@@ -112,6 +112,7 @@ from captum_sscam.apps.models import (
 )
 from captum_sscam.attr._allocator import OPT_OUT_VARIABLE
 from captum_sscam.attr._hardware import cpu_description, fastest_autocast_dtype
+from captum_sscam.attr._layer import layer_activations_and_output
 from captum_sscam.attr._masks import upsampled_masks, varying_channels
 from captum_sscam.metrics import deletion_auc, energy_pointing_game, insertion_auc
 
@@ -688,7 +689,8 @@ def shared_noise(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -
     for name in args.photos:
         x = photo_input(photos[name])
         target = top1(model, x)
-        activation = layer_activation(model, layer, x)
+        with torch.no_grad():
+            (activation,), _ = layer_activations_and_output(model, layer, (x,), None, None, False)
         active = varying_channels(activation)[0]
         maps = activation[0, active].double().flatten(1)  # (K', S)
         masks = upsampled_masks(activation[0, active].float(), x.shape[2:])
@@ -715,17 +717,6 @@ def shared_noise(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -
                     f"| {shares['adaptive']:.2f} | {shares['neyman']:.2f} |",
                     flush=True,
                 )
-
-
-def layer_activation(model: nn.Module, layer: nn.Module, x: Tensor) -> Tensor:
-    features: list[Tensor] = []
-    handle = layer.register_forward_hook(lambda _m, _i, out: features.append(out.detach()))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        handle.remove()
-    return features[0]
 
 
 def masked_scorer(
