@@ -31,6 +31,7 @@ from captum_sscam.apps.methods import (
     COMPARED,
     METHODS,
     Explain,
+    Method,
     Options,
     explain_functions,
     get_method,
@@ -112,6 +113,16 @@ _COMPILE_NOTE = (
 )
 
 
+def _settings_notes(args: argparse.Namespace, methods: Sequence[Method]) -> list[str]:
+    """The SS-CAM and channel-selection notes that apply to ``methods``, no others."""
+    notes = []
+    if any("nt_samples" in method.options for method in methods):
+        notes.append(_samples_note(args))
+    if args.top_k_channels and any("top_k_channels" in method.options for method in methods):
+        notes.append(_channels_note(args))
+    return notes
+
+
 def _channels_note(args: argparse.Namespace) -> str:
     return (
         f"Score-CAM family: only the {args.top_k_channels} most varying channels are scored "
@@ -169,10 +180,8 @@ def run_explain(args: argparse.Namespace) -> int:
             f"{method.name} of {class_name(loaded.class_names, explained)} [{explained}] -> {path}"
         )
     print(f"{method.name} took {run.seconds:.2f} s for {len(photos)} image(s) on {device}.")
-    if "nt_samples" in method.options:
-        print(_samples_note(args))
-    if args.top_k_channels and "top_k_channels" in method.options:
-        print(_channels_note(args))
+    for note in _settings_notes(args, [method]):
+        print(note)
     return 0
 
 
@@ -181,11 +190,7 @@ def run_compare(args: argparse.Namespace) -> int:
     keys = parse_methods(args.methods)
     usable = [key for key in keys if key in supporting(loaded.reshape_transform)]
     skipped = [METHODS[key].name for key in keys if key not in usable]
-    notes = []  # the settings of the methods compared, no others
-    if any("nt_samples" in METHODS[key].options for key in usable):
-        notes.append(_samples_note(args))
-    if args.top_k_channels and any("top_k_channels" in METHODS[k].options for k in usable):
-        notes.append(_channels_note(args))
+    notes = _settings_notes(args, [METHODS[key] for key in usable])
     if "ig" in usable:
         notes.append(f"Integrated Gradients: {args.ig_steps} steps, zero baseline.")
     if skipped:
