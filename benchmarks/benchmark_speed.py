@@ -176,7 +176,7 @@ class TimingRow:
     @property
     def precision(self) -> torch.dtype | None:
         """The autocast dtype of this row's forwards (``"auto"`` resolved on this CPU)."""
-        from captum_sscam.attr._hardware import fastest_autocast_dtype
+        from captum_sscam._core.hardware import fastest_autocast_dtype
 
         dtype = dict(self.options).get("autocast_dtype")
         return fastest_autocast_dtype("cpu") if dtype == "auto" else dtype
@@ -257,7 +257,7 @@ def seconds_per_bare_forward(model: nn.Module, batch: Tensor, dtype: torch.dtype
 
 def timing_child(args: argparse.Namespace) -> None:
     """One timing row in this (fresh) process; prints one JSON line."""
-    from captum_sscam.attr._allocator import keep_freed_memory
+    from captum_sscam._core.malloc import keep_freed_memory
 
     row = TIMING_ROWS[args.child]
     malloc = keep_freed_memory()  # what the row's call will find (the opt-out is respected)
@@ -692,7 +692,7 @@ def main() -> None:
     if args.child:
         timing_child(args)
         return
-    from captum_sscam.attr._hardware import cpu_description
+    from captum_sscam._core.hardware import cpu_description
 
     print(cpu_description())
     print(f"torch {torch.__version__}, load average {os.getloadavg()}, {time.strftime('%F %R %Z')}")

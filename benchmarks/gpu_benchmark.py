@@ -55,9 +55,9 @@ import torch
 from torch import Tensor, nn
 
 from captum_sscam import SmoothedScoreCAM
-from captum_sscam.attr._batch_size import MAX_AUTO_BATCH
-from captum_sscam.attr._engine import CALIBRATION_ROUNDS, _synchronized_time
-from captum_sscam.attr._hardware import cpu_description, fastest_autocast_dtype
+from captum_sscam._core.batch_size import MAX_AUTO_BATCH
+from captum_sscam._core.hardware import cpu_description, fastest_autocast_dtype
+from captum_sscam._core.scorer import CALIBRATION_ROUNDS, _synchronized_time
 from captum_sscam.attr._layer import layer_activations_and_output
 from captum_sscam.attr._masks import varying_channels
 

@@ -86,9 +86,9 @@ def child(channels: int, batch: int, map_path: str) -> None:
     import torch
 
     from captum_sscam import ScoreCAM
+    from captum_sscam._core.malloc import keep_freed_memory, release_freed_memory
     from captum_sscam.apps.data import photo_tensor, resize_photo, skimage_photos
     from captum_sscam.apps.models import efficientnet_lite0, lite0_preprocess, lite0_target_layer
-    from captum_sscam.attr._allocator import keep_freed_memory, release_freed_memory
 
     model = efficientnet_lite0()
     x = lite0_preprocess(photo_tensor(resize_photo(skimage_photos()[0], 224)))
@@ -160,7 +160,7 @@ def main() -> None:
 
     import torch
 
-    from captum_sscam.attr._hardware import cpu_description
+    from captum_sscam._core.hardware import cpu_description
 
     print(cpu_description())
     print(

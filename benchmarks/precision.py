@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from captum_sscam._core.hardware import cpu_description
+from captum_sscam._core.malloc import keep_freed_memory
 from captum_sscam.apps.data import photo_tensor, resize_photo, skimage_photos
 from captum_sscam.apps.models import efficientnet_lite0, lite0_preprocess
-from captum_sscam.attr._allocator import keep_freed_memory
-from captum_sscam.attr._hardware import cpu_description
 
 Forward = Callable[[Tensor], Tensor]
 

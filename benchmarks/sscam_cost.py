@@ -102,6 +102,8 @@ import torch
 from torch import Tensor, nn
 
 from captum_sscam import ScoreCAM, SmoothedScoreCAM, set_keep_freed_memory
+from captum_sscam._core.hardware import cpu_description, fastest_autocast_dtype
+from captum_sscam._core.malloc import OPT_OUT_VARIABLE
 from captum_sscam.apps.annotated_photos import annotated_photos, choose_target
 from captum_sscam.apps.data import Photo, photo_tensor, resize_photo, skimage_photos
 from captum_sscam.apps.models import (
@@ -110,8 +112,6 @@ from captum_sscam.apps.models import (
     lite0_preprocess,
     lite0_target_layer,
 )
-from captum_sscam.attr._allocator import OPT_OUT_VARIABLE
-from captum_sscam.attr._hardware import cpu_description, fastest_autocast_dtype
 from captum_sscam.attr._layer import layer_activations_and_output
 from captum_sscam.attr._masks import upsampled_masks, varying_channels
 from captum_sscam.metrics import deletion_auc, energy_pointing_game, insertion_auc
@@ -337,7 +337,8 @@ def recorded_scores() -> Iterator[dict[str, Any]]:
     ``ChannelStats.add`` (pair indices and scores of a round of items) and the
     ``_PairWork`` whose ``map_and_error`` turns per-channel means into a map.
     """
-    from captum_sscam.attr import _allocation, _run
+    from captum_sscam.attr import _run
+    from captum_sscam.attr import _sampling as _allocation
 
     record: dict[str, Any] = {"adds": []}
     add, map_and_error = _allocation.ChannelStats.add, _run._PairWork.map_and_error
@@ -364,7 +365,7 @@ def recorded_scores() -> Iterator[dict[str, Any]]:
 def budget_plans(record: dict[str, Any], allocation: str, budgets: list[int]) -> dict:
     """Units per pair at each budget: ``n`` each (uniform) or the engine's Neyman
     allocation on ``||A_k||`` (adaptive; no pilot in probability mode)."""
-    from captum_sscam.attr._allocation import neyman_counts
+    from captum_sscam.attr._sampling import neyman_counts
 
     work = record["work"]
     pairs = len(work.pairs)
@@ -384,7 +385,7 @@ def prefix_maps(
     ``0 .. n_p - 1`` of each pair in order. With per-item seeding, those first samples
     are the samples a call with the smaller budget draws (checked by ``check_prefix``).
     """
-    from captum_sscam.attr._allocation import ChannelStats, mean_variances
+    from captum_sscam.attr._sampling import ChannelStats, mean_variances
 
     ((pair, scores),) = record["adds"]
     work = record["work"]
@@ -567,7 +568,7 @@ def map_variance(norms: Tensor, variances: Tensor, counts: Tensor) -> float:
 
 def neyman(weights: Tensor, units: int) -> Tensor:
     """The engine's allocation of ``units`` over one example's pairs, by ``weights``."""
-    from captum_sscam.attr._allocation import neyman_counts
+    from captum_sscam.attr._sampling import neyman_counts
 
     example = torch.zeros(len(weights), dtype=torch.long)
     return neyman_counts(weights, example, torch.tensor([units]), 1).double()
@@ -578,7 +579,7 @@ def piloted_variance(
 ) -> float:
     """Mean map variance (relative to uniform) of a 2-sample pilot drawn from ``scores``,
     shrunk variances and Neyman allocation of the rest, the pilot left out."""
-    from captum_sscam.attr._allocation import ChannelStats, shrunk_variances
+    from captum_sscam.attr._sampling import ChannelStats, shrunk_variances
 
     pairs = len(norms)
     variances = scores.var(dim=1)

@@ -21,7 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from captum_sscam.attr._masks import resize
+from captum_sscam._core.resize import resize
 
 ZERO_MAP_NOTE = "map is all zero"
 COLORBAR_LABELS_INCHES = 0.2

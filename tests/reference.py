@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_sscam.attr._perturb import GaussianNoise, WorkItems, seed_from
+from captum_sscam.attr._perturbations import GaussianNoise, seed_from
+from captum_sscam.attr._work_items import WorkItems
 
 
 def layer_output(model: nn.Module, layer: nn.Module, x: Tensor) -> Tensor:

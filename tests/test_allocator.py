@@ -19,8 +19,8 @@ import textwrap
 
 import pytest
 
-from captum_sscam.attr import _allocator
-from captum_sscam.attr._allocator import (
+from captum_sscam._core import malloc as _allocator
+from captum_sscam._core.malloc import (
     GLIBC_DEFAULT_THRESHOLD,
     KEEP_BYTES,
     M_MMAP_THRESHOLD,
@@ -47,7 +47,7 @@ FAULTS_SCRIPT = textwrap.dedent(
     f"""
     import json, resource, sys
     import torch
-    from captum_sscam.attr._allocator import (
+    from captum_sscam._core.malloc import (
         keep_freed_memory, release_freed_memory, set_keep_freed_memory,
     )
 
@@ -136,7 +136,7 @@ def test_switching_off_hands_the_kept_blocks_back() -> None:
 @pytest.mark.parametrize("value", ["keep", "KEEP", ""])
 def test_applied_on_glibc_unless_opted_out(value: str) -> None:
     code = (
-        "import json; from captum_sscam.attr._allocator import keep_freed_memory as k; "
+        "import json; from captum_sscam._core.malloc import keep_freed_memory as k; "
         "s = k(); print(json.dumps([s.applied, s.mmap_threshold, s.trim_threshold, k() is s]))"
     )
     result = subprocess.run(
@@ -217,7 +217,7 @@ def preloaded_allocators() -> list[str]:
 @pytest.mark.parametrize("library", preloaded_allocators())
 def test_a_preloaded_allocator_is_left_alone(library: str) -> None:
     code = (
-        "import json; from captum_sscam.attr._allocator import keep_freed_memory as k; "
+        "import json; from captum_sscam._core.malloc import keep_freed_memory as k; "
         "s = k(); print(json.dumps([s.applied, s.reason]))"
     )
     result = subprocess.run(

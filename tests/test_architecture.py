@@ -1,5 +1,7 @@
-"""What may import what: the library never imports the applications; the applications use
-only the library's public modules and do not import each other in a cycle."""
+"""What may import what: the library never imports the applications; the core imports nothing
+above it; the metrics and the drawing stand on the core and public names, never on the methods'
+private modules; the applications use only the library's public modules and do not import each
+other in a cycle."""
 
 from __future__ import annotations
 
@@ -56,6 +58,36 @@ def test_layers(name: str) -> None:
         assert not any(map(is_app, imports)), f"library module {name} imports the applications"
 
 
+def is_core(name: str) -> bool:
+    return name == "captum_sscam._core" or name.startswith("captum_sscam._core.")
+
+
+def is_attr_private(name: str) -> bool:
+    return name.startswith("captum_sscam.attr.") and name.rpartition(".")[2].startswith("_")
+
+
+@pytest.mark.parametrize("name", sorted(name for name in MODULES if is_core(name)), ids=str)
+def test_the_core_imports_nothing_above_it(name: str) -> None:
+    above = {module for module in imported_modules(name) if not is_core(module)}
+    assert not above, f"core module {name} imports {above}"
+
+
+METRICS_AND_DRAWING = sorted(
+    name
+    for name in MODULES
+    if name.startswith("captum_sscam.metrics") or name == "captum_sscam.visualization"
+)
+
+
+@pytest.mark.parametrize("name", METRICS_AND_DRAWING, ids=str)
+def test_metrics_and_drawing_stand_on_the_core_and_public_names(name: str) -> None:
+    own = {module for module in imported_modules(name) if module.startswith("captum_sscam.metrics")}
+    others = imported_modules(name) - own
+    allowed = {module for module in others if is_core(module) or module in PUBLIC}
+    assert others == allowed, f"{name} imports {others - allowed} (neither the core nor public)"
+    assert not any(map(is_attr_private, others)), name
+
+
 def test_shims_only_forward_to_the_applications() -> None:
     for name in SHIMS:
         tree = ast.parse(MODULES[name].read_text())
@@ -98,3 +130,11 @@ def test_the_checks_see_the_imports_they_forbid(tmp_path, monkeypatch) -> None:
     }
     with pytest.raises(AssertionError, match="non-public library modules"):
         test_layers("captum_sscam.apps.bad")
+    monkeypatch.setitem(MODULES, "captum_sscam.metrics.bad", bad)
+    with pytest.raises(AssertionError, match="neither the core nor public"):
+        test_metrics_and_drawing_stand_on_the_core_and_public_names("captum_sscam.metrics.bad")
+    core_bad = tmp_path / "core_bad.py"
+    core_bad.write_text("from captum_sscam.attr._masks import upsampled_masks")
+    monkeypatch.setitem(MODULES, "captum_sscam._core.bad", core_bad)
+    with pytest.raises(AssertionError, match="core module"):
+        test_the_core_imports_nothing_above_it("captum_sscam._core.bad")

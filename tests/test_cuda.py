@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from captum_sscam import IntegratedScoreCAM, ScoreCAM, SmoothedScoreCAM, vit_reshape_transform
-from captum_sscam.attr._batch_size import MAX_AUTO_BATCH, default_batch_size, free_cuda_bytes
+from captum_sscam._core.batch_size import MAX_AUTO_BATCH, default_batch_size, free_cuda_bytes
 from tests.reference import reference_score_cam, replayed_noise
 from tests.tiny_models import LinearHead, SmallCNN
 

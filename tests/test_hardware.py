@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from captum_sscam.attr import _hardware
-from captum_sscam.attr._hardware import (
+from captum_sscam._core import hardware as _hardware
+from captum_sscam._core.hardware import (
     CpuInfo,
     cpu_autocast_dtype,
     cpu_description,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from captum_sscam import IntegratedScoreCAM, ScoreCAM
-from captum_sscam.attr._perturb import integration_coefficients
+from captum_sscam.attr._perturbations import integration_coefficients
 from tests.reference import reference_score_cam
 from tests.tiny_models import SmallCNN
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from captum_sscam import ScoreCAM, SmoothedScoreCAM
-from captum_sscam.attr._engine import MemoryFormatCalibration
+from captum_sscam._core.scorer import MemoryFormatCalibration
 from tests.tiny_models import SmallCNN
 
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from captum_sscam import ScoreCAM, SmoothedScoreCAM
-from captum_sscam.attr import _allocator, _options
-from captum_sscam.attr._hardware import fastest_autocast_dtype
+from captum_sscam._core import malloc as _allocator
+from captum_sscam._core.hardware import fastest_autocast_dtype
+from captum_sscam.attr import _options
 from tests.tiny_models import SmallCNN
 
 ON_GLIBC = _allocator._find_glibc()[0] is not None
@@ -21,7 +22,7 @@ CALL_THEN_REPORT = textwrap.dedent(
     """
     import torch
     from captum_sscam import ScoreCAM
-    from captum_sscam.attr._allocator import keep_freed_memory
+    from captum_sscam._core.malloc import keep_freed_memory
     from tests.tiny_models import SmallCNN
     model = SmallCNN().eval()
     ScoreCAM(model, model.layer).attribute(torch.randn(1, 3, 8, 8), target=0)

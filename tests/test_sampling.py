@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_sscam import ScoreCAM, SmoothedScoreCAM
-from captum_sscam.attr._allocation import ChannelStats, neyman_counts, shrunk_variances
+from captum_sscam.attr._sampling import ChannelStats, neyman_counts, shrunk_variances
 from tests.tiny_models import SmallCNN
 
 

@@ -191,7 +191,7 @@ def test_cuda_batch_size_follows_free_memory(monkeypatch: pytest.MonkeyPatch) ->
     # The CUDA rule, checked on any machine: half the free memory over the bytes
     # one masked example needs (its share of the capture forward's peak plus
     # MASKED_INPUT_COPIES copies of its input), capped at MAX_AUTO_BATCH.
-    from captum_sscam.attr import _batch_size
+    from captum_sscam._core import batch_size as _batch_size
 
     free = 10_000_000
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free, 4 * free))

@@ -10,12 +10,7 @@ shrinks as ``k`` grows; at ``k >= K'`` it is exact.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import Tensor
-
-ChannelCriterion = Literal["variance", "energy"]
-CHANNEL_CRITERIA: tuple[str, ...] = ("variance", "energy")
 
 
 def channel_ranking_scores(activation: Tensor, criterion: str) -> Tensor:

@@ -13,7 +13,7 @@ from captum._utils.gradient import (
 )
 from torch import Tensor, nn
 
-from captum_sscam.attr._masks import is_supported_spatial_rank
+from captum_sscam._core.resize import is_supported_spatial_rank
 
 
 def check_layer_in_model(forward_func: Callable[..., Any], layer: nn.Module) -> None:

@@ -7,7 +7,6 @@ setting once, here, with an error that says what is expected.
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -15,7 +14,8 @@ from typing import Any, Literal
 
 import torch
 
-from captum_sscam.attr._hardware import cpu_description, fastest_autocast_dtype
+from captum_sscam._core.checks import check_choice, check_flag, check_positive_int
+from captum_sscam._core.hardware import cpu_description, fastest_autocast_dtype
 
 ScoreMode = Literal["probability", "channel_softmax"]
 SCORE_MODES: tuple[str, ...] = ("probability", "channel_softmax")
@@ -23,28 +23,6 @@ ChannelCriterion = Literal["variance", "energy"]
 CHANNEL_CRITERIA: tuple[str, ...] = ("variance", "energy")
 AUTOCAST_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float16)
 _NOTED_FP32: set[str] = set()  # device types told once that "auto" means fp32 there
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """``value`` as an int, or a ValueError naming ``name`` unless it is an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-    return int(value)
-
-
-def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
-    return value
-
-
-def check_flag(name: str, value: object, allow_none: bool = False) -> bool | None:
-    if value is None and allow_none:
-        return None
-    if not isinstance(value, bool):
-        expected = "True, False or None" if allow_none else "True or False"
-        raise TypeError(f"{name} must be {expected}, got {value!r}.")
-    return value
 
 
 @dataclass(frozen=True)

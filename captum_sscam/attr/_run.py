@@ -21,20 +21,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from captum_sscam.attr._allocation import (
+from captum_sscam._core.scorer import BatchScorer, progress_bar
+from captum_sscam.attr._channels import top_k_channels
+from captum_sscam.attr._masked_inputs import MaskedInputs
+from captum_sscam.attr._masks import varying_channels
+from captum_sscam.attr._options import ScoreCAMOptions
+from captum_sscam.attr._perturbations import Perturbation
+from captum_sscam.attr._sampling import (
     ROUND_FRACTIONS,
     ChannelStats,
-    Pairs,
     Sampling,
     mean_variances,
     neyman_counts,
     shrunk_variances,
 )
-from captum_sscam.attr._channels import top_k_channels
-from captum_sscam.attr._engine import BatchScorer, MaskedInputs, progress_bar
-from captum_sscam.attr._masks import varying_channels
-from captum_sscam.attr._options import ScoreCAMOptions
-from captum_sscam.attr._perturb import Perturbation, WorkItems
+from captum_sscam.attr._work_items import Pairs, WorkItems
 
 
 @dataclass(frozen=True)

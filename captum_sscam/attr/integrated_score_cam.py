@@ -9,14 +9,10 @@ from captum._utils.typing import BaselineType, TargetType
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_sscam.attr._allocation import Sampling
-from captum_sscam.attr._options import (
-    ChannelCriterion,
-    ScoreCAMOptions,
-    ScoreMode,
-    check_positive_int,
-)
-from captum_sscam.attr._perturb import MaskScaling, integration_coefficients
+from captum_sscam._core.checks import check_positive_int
+from captum_sscam.attr._options import ChannelCriterion, ScoreCAMOptions, ScoreMode
+from captum_sscam.attr._perturbations import MaskScaling, integration_coefficients
+from captum_sscam.attr._sampling import Sampling
 from captum_sscam.attr.score_cam import ScoreCAM
 
 

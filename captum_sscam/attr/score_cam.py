@@ -12,26 +12,22 @@ from captum.attr import LayerAttribution, PerturbationAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_sscam.attr._allocation import Sampling
-from captum_sscam.attr._allocator import keep_freed_memory
-from captum_sscam.attr._batch_size import default_batch_size, run_measuring_peak
-from captum_sscam.attr._checks import check_baselines, check_inputs
-from captum_sscam.attr._engine import (
-    BatchScorer,
-    MemoryFormatCalibration,
-    check_forward_args,
-)
+from captum_sscam._core.batch_size import default_batch_size, run_measuring_peak
+from captum_sscam._core.checks import check_baselines, check_inputs
+from captum_sscam._core.malloc import keep_freed_memory
+from captum_sscam._core.model_state import model_in_eval_mode
+from captum_sscam._core.scorer import BatchScorer, MemoryFormatCalibration, check_forward_args
+from captum_sscam._core.targets import flat_target_indices
 from captum_sscam.attr._layer import (
     check_layer_in_model,
     check_reshape_transform,
     layer_activations_and_output,
     layer_maps,
 )
-from captum_sscam.attr._model_state import model_in_eval_mode
 from captum_sscam.attr._options import ChannelCriterion, ScoreCAMOptions, ScoreMode
-from captum_sscam.attr._perturb import Perturbation
+from captum_sscam.attr._perturbations import Perturbation
 from captum_sscam.attr._run import LayerRun
-from captum_sscam.attr._targets import flat_target_indices
+from captum_sscam.attr._sampling import Sampling
 
 
 class ScoreCAM(LayerAttribution, PerturbationAttribution):

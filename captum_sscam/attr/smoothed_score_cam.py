@@ -11,22 +11,9 @@ from captum._utils.typing import BaselineType, TargetType
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_sscam.attr._allocation import (
-    SAMPLE_ALLOCATIONS,
-    SampleAllocation,
-    Sampling,
-    minimum_pilot_budget,
-    pilot_samples,
-)
-from captum_sscam.attr._options import (
-    ChannelCriterion,
-    ScoreCAMOptions,
-    ScoreMode,
-    check_choice,
-    check_flag,
-    check_positive_int,
-)
-from captum_sscam.attr._perturb import (
+from captum_sscam._core.checks import check_choice, check_flag, check_positive_int
+from captum_sscam.attr._options import ChannelCriterion, ScoreCAMOptions, ScoreMode
+from captum_sscam.attr._perturbations import (
     NOISE_PLACEMENTS,
     NOISE_SAMPLINGS,
     GaussianNoise,
@@ -34,6 +21,13 @@ from captum_sscam.attr._perturb import (
     NoiseSampling,
     check_stdevs,
     seed_from,
+)
+from captum_sscam.attr._sampling import (
+    SAMPLE_ALLOCATIONS,
+    SampleAllocation,
+    Sampling,
+    minimum_pilot_budget,
+    pilot_samples,
 )
 from captum_sscam.attr.score_cam import ScoreCAM
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from captum_sscam.attr._masks import resize
+from captum_sscam._core.resize import resize
 
 
 def check_images(inputs: Tensor | tuple[Tensor, ...]) -> Tensor:

@@ -2,9 +2,9 @@
 
 The metrics perturb each example many times (deletion steps, a masked copy) and
 score every perturbed image. They use the attribution methods' own mechanisms:
-:class:`~captum_sscam.attr._engine.BatchScorer` for the batched forwards (tensors
+:class:`~captum_sscam._core.scorer.BatchScorer` for the batched forwards (tensors
 in ``additional_forward_args`` follow their example, as Captum documents) and
-:func:`~captum_sscam.attr._targets.flat_target_indices` for every Captum target form.
+:func:`~captum_sscam._core.targets.flat_target_indices` for every Captum target form.
 """
 
 from __future__ import annotations
@@ -17,15 +17,10 @@ from captum._utils.common import _format_additional_forward_args, _run_forward
 from captum._utils.typing import TargetType
 from torch import Tensor
 
-from captum_sscam.attr._allocator import keep_freed_memory
-from captum_sscam.attr._engine import (
-    SCORE_KINDS,
-    BatchScorer,
-    check_forward_args,
-    follow_example,
-)
-from captum_sscam.attr._options import check_choice, check_positive_int
-from captum_sscam.attr._targets import flat_target_indices
+from captum_sscam._core.checks import check_choice, check_positive_int
+from captum_sscam._core.malloc import keep_freed_memory
+from captum_sscam._core.scorer import SCORE_KINDS, BatchScorer, check_forward_args, follow_example
+from captum_sscam._core.targets import flat_target_indices
 
 Score = Literal["probability", "logit"]
 

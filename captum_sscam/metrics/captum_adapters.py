@@ -35,7 +35,7 @@ from typing import Any
 from captum._utils.common import _format_tensor_into_tuples
 from torch import Tensor
 
-from captum_sscam.attr._masks import resize
+from captum_sscam._core.resize import resize
 
 
 def input_shaped(

@@ -9,7 +9,7 @@ import torch
 from captum._utils.typing import TargetType
 from torch import Tensor
 
-from captum_sscam.attr._masks import min_max_scaled
+from captum_sscam._core.resize import min_max_scaled
 from captum_sscam.metrics._maps import check_images, saliency_maps
 from captum_sscam.metrics._scoring import (
     Score,

@@ -1,13 +1,36 @@
-"""Argument checks shared by the methods: clear errors instead of silent NaNs."""
+"""Argument checks shared by the methods and the metrics: clear errors instead of silent NaNs."""
 
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import torch
 from captum._utils.common import _format_baseline, _format_tensor_into_tuples
 from captum._utils.typing import BaselineType
 from torch import Tensor
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """``value`` as an int, or a ValueError naming ``name`` unless it is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    return int(value)
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
+    return value
+
+
+def check_flag(name: str, value: object, allow_none: bool = False) -> bool | None:
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, bool):
+        expected = "True, False or None" if allow_none else "True or False"
+        raise TypeError(f"{name} must be {expected}, got {value!r}.")
+    return value
 
 
 def check_inputs(inputs: object) -> tuple[Tensor, ...]:

@@ -12,36 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import Tensor
-
-from captum_sscam.attr._perturb import WorkItems
-
-
-@dataclass(frozen=True)
-class Pairs:
-    """The (example, channel) pairs a call scores, on the device and on the host."""
-
-    example: Tensor  # (P,) long, device
-    channel: Tensor  # (P,) long, device
-    host_example: np.ndarray
-    host_channel: np.ndarray
-
-    @classmethod
-    def of(cls, active: Tensor) -> Pairs:
-        """The pairs of an ``(N, K)`` bool mask (one host sync: their number)."""
-        pairs = active.nonzero()
-        host = pairs.cpu().numpy()
-        return cls(pairs[:, 0], pairs[:, 1], host[:, 0], host[:, 1])
-
-    def __len__(self) -> int:
-        return len(self.host_example)
-
-    def items(self, pair: np.ndarray, sample: np.ndarray) -> WorkItems:
-        """Work items for host arrays of pair indices and sample numbers."""
-        device_pair = torch.from_numpy(pair).to(self.example.device)
-        return WorkItems(device_pair, self.host_example[pair], self.host_channel[pair], sample)
 
 
 @dataclass

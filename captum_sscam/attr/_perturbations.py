@@ -27,37 +27,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from captum_sscam.attr._work_items import WorkItems
+
 NoisePlacement = Literal["mask", "input"]
 NOISE_PLACEMENTS: tuple[str, ...] = ("mask", "input")
 NoiseSampling = Literal["iid", "antithetic"]
 NOISE_SAMPLINGS: tuple[str, ...] = ("iid", "antithetic")
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-@dataclass(frozen=True)
-class WorkItems:
-    """Work items ``(example, channel, sample)``, on the host (for seeding) and the device.
-
-    ``pair`` indexes the call's list of (example, channel) pairs; ``example``,
-    ``channel`` and ``sample`` are host ``int64`` arrays of the same length.
-    """
-
-    pair: Tensor  # (M,) long, on the model's device
-    example: np.ndarray
-    channel: np.ndarray
-    sample: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.example)
-
-    def slice(self, start: int, stop: int) -> WorkItems:
-        return WorkItems(
-            self.pair[start:stop],
-            self.example[start:stop],
-            self.channel[start:stop],
-            self.sample[start:stop],
-        )
 
 
 class Perturbation:
