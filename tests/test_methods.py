@@ -82,10 +82,13 @@ def test_input_methods_are_summed_over_channels() -> None:
 
 
 def test_bad_options_and_keys_say_what_to_do() -> None:
-    with pytest.raises(ValueError, match="nt_samples must be at least 1, got 0"):
+    # the library's own checks, with the library's messages
+    with pytest.raises(ValueError, match="nt_samples must be an integer >= 1, got 0"):
         Options(nt_samples=0)
-    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+    with pytest.raises(ValueError, match="perturbations_per_eval must be an integer >= 1"):
         Options(batch_size=0)
+    with pytest.raises(ValueError, match="stdevs must be finite and >= 0"):
+        Options(stdevs=float("nan"))
     with pytest.raises(ValueError, match="score_mode must be one of"):
         Options(score_mode="logits")
     with pytest.raises(ValueError, match="sample_allocation must be one of"):

@@ -14,7 +14,6 @@ so calls on the same model take a lock and run one after another.
 from __future__ import annotations
 
 import threading
-import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,13 +23,17 @@ from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.dropout import _DropoutNd
 
+from captum_sscam._core.caller_warnings import warn
+
 _LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
 
-def root_module(forward_func: Callable[..., Any], layer: nn.Module) -> nn.Module:
+def root_module(
+    forward_func: Callable[..., Any], layer: nn.Module | None = None
+) -> nn.Module | None:
     """The model behind ``forward_func``: the module itself, a bound method's module,
-    or (for a plain function) the layer."""
+    or (for a plain function) the layer; ``None`` for a plain function without one."""
     if isinstance(forward_func, nn.Module):
         return forward_func
     owner = getattr(forward_func, "__self__", None)
@@ -38,12 +41,21 @@ def root_module(forward_func: Callable[..., Any], layer: nn.Module) -> nn.Module
 
 
 @contextmanager
-def model_in_eval_mode(forward_func: Callable[..., Any], layer: nn.Module) -> Iterator[None]:
-    """Hold the model's lock and run it in eval mode; restore every module's flag after."""
+def model_in_eval_mode(
+    forward_func: Callable[..., Any], layer: nn.Module | None = None
+) -> Iterator[None]:
+    """Hold the model's lock and run it in eval mode; restore every module's flag after.
+
+    Without a ``layer`` (the metrics), a plain function's model cannot be reached:
+    it runs as it is.
+    """
     model = root_module(forward_func, layer)
+    if model is None:
+        yield
+        return
     with _lock_of(model):
         modules = list(model.modules())
-        if not any(module is layer for module in modules):
+        if layer is not None and not any(module is layer for module in modules):
             modules += list(layer.modules())
         training = [module for module in modules if module.training]
         mode_dependent = [module for module in training if _depends_on_mode(module)]
@@ -77,13 +89,11 @@ def _warn_training(forward_func: Callable[..., Any], training: list[nn.Module]) 
     kinds = sorted({type(module).__name__ for module in training})
     shown = ", ".join(kinds[:4]) + (", ..." if len(kinds) > 4 else "")
     where = "" if isinstance(forward_func, nn.Module) else " (only the modules reachable from it)"
-    warnings.warn(
+    warn(
         f"the model is in training mode ({len(training)} modules that depend on it{where}: "
         f"{shown}). "
         "Score-CAM scores masked batches, which in training mode would make each map depend "
         "on its batch and update BatchNorm statistics, so this call ran the model in eval "
         "mode and restored training mode afterwards. Call model.eval() before attributing "
         "to silence this warning.",
-        UserWarning,
-        stacklevel=8,  # the user's call (through attribute's decorators)
     )

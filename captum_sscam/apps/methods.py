@@ -43,8 +43,6 @@ from captum.attr import Attribution, IntegratedGradients, LayerGradCam
 from torch import Tensor, nn
 
 from captum_sscam import (
-    SAMPLE_ALLOCATIONS,
-    SCORE_MODES,
     IntegratedScoreCAM,
     ScoreCAM,
     SmoothedScoreCAM,
@@ -54,8 +52,9 @@ from captum_sscam.apps.errors import UsageError
 Explain = Callable[[Tensor, Tensor], Tensor]
 """``(inputs (N, C, H, W), targets (N,)) -> (N, 1, h, w)`` maps, at any resolution."""
 
-OptionValue = Callable[["Options", Tensor], Any]
-"""How an ``attribute`` keyword argument is read from the options (and the inputs)."""
+OptionValue = Callable[["Options", Tensor | None], Any]
+"""How an ``attribute`` keyword argument is read from the options (and the inputs, which
+are ``None`` when the options are validated before any input exists)."""
 
 DEFAULT_BATCH_SIZE = 16
 """Images per forward pass for Integrated Gradients (and the report's metrics)
@@ -107,24 +106,18 @@ class Options:
     compile_forward: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("nt_samples", "ig_steps"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        for name in ("batch_size", "top_k_channels"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UsageError(f"{name} must be at least 1 (or None), got {value}.")
-        if self.stdevs < 0:
-            raise UsageError(f"stdevs is a standard deviation >= 0, got {self.stdevs}.")
-        if self.score_mode not in SCORE_MODES:
-            raise UsageError(f"score_mode must be one of {SCORE_MODES}, got {self.score_mode!r}.")
-        if self.sample_allocation not in SAMPLE_ALLOCATIONS:
-            raise UsageError(
-                f"sample_allocation must be one of {SAMPLE_ALLOCATIONS}, "
-                f"got {self.sample_allocation!r}."
-            )
+        """Validate through the library's own checks (the errors ``attribute`` would raise)."""
+        ig_steps = self.ig_steps
+        if isinstance(ig_steps, bool) or not isinstance(ig_steps, int) or ig_steps < 1:
+            raise UsageError(f"ig_steps must be an integer >= 1, got {self.ig_steps!r}.")
         if self.autocast_dtype not in (None, "auto"):
             raise UsageError(f"autocast_dtype must be None or 'auto', got {self.autocast_dtype!r}.")
+        try:
+            SmoothedScoreCAM.check_arguments(
+                **{name: value(self, None) for name, value in SS_CAM_OPTIONS.items()}
+            )
+        except (TypeError, ValueError) as error:
+            raise UsageError(str(error)) from None
 
 
 def option(name: str) -> OptionValue:
@@ -132,12 +125,14 @@ def option(name: str) -> OptionValue:
     return lambda options, inputs: getattr(options, name)
 
 
-def seeded_generator(options: Options, inputs: Tensor) -> torch.Generator:
-    """A generator on the inputs' device, seeded with ``options.seed`` (one per call)."""
-    return torch.Generator(inputs.device).manual_seed(options.seed)
+def seeded_generator(options: Options, inputs: Tensor | None) -> torch.Generator:
+    """A generator on the inputs' device (the CPU without inputs), seeded with
+    ``options.seed`` (one per call)."""
+    device = inputs.device if inputs is not None else "cpu"
+    return torch.Generator(device).manual_seed(options.seed)
 
 
-def ig_batch_size(options: Options, inputs: Tensor) -> int:
+def ig_batch_size(options: Options, inputs: Tensor | None) -> int:
     """Integrated Gradients' ``internal_batch_size``: images per forward and backward pass."""
     return options.batch_size or DEFAULT_BATCH_SIZE
 

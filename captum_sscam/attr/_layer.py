@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +12,7 @@ from captum._utils.gradient import (
 )
 from torch import Tensor, nn
 
+from captum_sscam._core.caller_warnings import warn
 from captum_sscam._core.resize import is_supported_spatial_rank
 
 
@@ -71,13 +71,11 @@ def layer_activations_and_output(
         counter.remove()
     replicas = len(saved_layer[layer])
     if calls > replicas:
-        warnings.warn(
+        warn(
             f"layer {layer.__class__.__name__} ran {calls // replicas} times in one "
             "forward pass (a shared module?). Captum keeps only the last call's "
             "tensors, so the maps explain that call; hook a module that runs once to "
             "be sure which activations are used.",
-            UserWarning,
-            stacklevel=3,
         )
     device_ids = _extract_device_ids(forward_func, saved_layer, device_ids)
     activations = _gather_distributed_tensors(saved_layer[layer], device_ids=device_ids)

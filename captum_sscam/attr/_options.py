@@ -7,13 +7,12 @@ setting once, here, with an error that says what is expected.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
+from captum_sscam._core.caller_warnings import warn
 from captum_sscam._core.checks import check_choice, check_flag, check_positive_int
 from captum_sscam._core.hardware import cpu_description, fastest_autocast_dtype
 
@@ -29,9 +28,9 @@ _NOTED_FP32: set[str] = set()  # device types told once that "auto" means fp32 t
 class ScoreCAMOptions:
     """The settings every Score-CAM variant shares (see ``attribute``)."""
 
-    score_mode: str = "probability"
-    relu_attributions: bool = True
     attribute_to_layer_input: bool = False
+    relu_attributions: bool = True
+    score_mode: str = "probability"
     perturbations_per_eval: int | None = None
     show_progress: bool | None = None
     autocast_dtype: torch.dtype | str | None = None
@@ -60,11 +59,6 @@ class ScoreCAMOptions:
         check_choice("channel_criterion", self.channel_criterion, CHANNEL_CRITERIA)
         check_flag("compile_forward", self.compile_forward)
 
-    @classmethod
-    def from_arguments(cls, arguments: Mapping[str, Any]) -> ScoreCAMOptions:
-        """The options among an ``attribute`` call's arguments (``locals()``), validated."""
-        return cls(**{option.name: arguments[option.name] for option in fields(cls)})
-
     def autocast_on(self, device: torch.device) -> torch.dtype | None:
         """The autocast dtype for ``device``: ``"auto"`` resolved to the hardware's fastest."""
         if self.autocast_dtype != "auto":
@@ -72,12 +66,10 @@ class ScoreCAMOptions:
         dtype = fastest_autocast_dtype(device)
         if dtype is None and device.type not in _NOTED_FP32:
             _NOTED_FP32.add(device.type)
-            warnings.warn(
+            warn(
                 f'autocast_dtype="auto": no reduced precision is faster than fp32 on this '
                 f"{device.type} ({cpu_description() if device.type == 'cpu' else device}), "
                 "so the masked forwards run in fp32.",
-                UserWarning,
-                stacklevel=2,
             )
         return dtype
 

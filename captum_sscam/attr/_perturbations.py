@@ -119,13 +119,18 @@ def integration_coefficients(n_steps: int) -> tuple[float, ...]:
     return tuple(float(c) for c in np.cumsum(np.arange(1, n_steps + 1) / n_steps))
 
 
-def seed_from(generator: torch.Generator | None) -> int:
-    """The call's base seed: one draw from ``generator``, or from torch's global RNG."""
+def check_generator(generator: object) -> None:
+    """Raise unless ``generator`` is a ``torch.Generator`` or ``None``."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
             "generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) "
             f"or None, got {type(generator).__name__}."
         )
+
+
+def seed_from(generator: torch.Generator | None) -> int:
+    """The call's base seed: one draw from ``generator``, or from torch's global RNG."""
+    check_generator(generator)
     device = generator.device if generator is not None else "cpu"
     return int(torch.randint(0, 2**62, (), generator=generator, device=device).item())
 
@@ -148,18 +153,21 @@ def _splitmix64(state: np.ndarray) -> np.ndarray:
     return state ^ (state >> np.uint64(31))
 
 
-def check_stdevs(stdevs: object, num_inputs: int) -> tuple[float, ...]:
-    """Validate ``stdevs`` (a real or one real per input) and return one per input."""
+def check_stdevs(stdevs: object, num_inputs: int | None) -> tuple[float, ...]:
+    """Validate ``stdevs`` (a real or one real per input) and return one per input.
+
+    ``num_inputs=None`` (checking arguments without inputs) accepts any number of entries.
+    """
     values: Sequence[object]
     if isinstance(stdevs, (tuple, list)):
-        if len(stdevs) != num_inputs:
+        if num_inputs is not None and len(stdevs) != num_inputs:
             raise ValueError(
                 f"stdevs has {len(stdevs)} entries but there are {num_inputs} inputs; "
                 "give one number, or one per input tensor."
             )
         values = stdevs
     else:
-        values = [stdevs] * num_inputs
+        values = [stdevs] * (num_inputs or 1)
     checked = []
     for value in values:
         if isinstance(value, Tensor) and value.numel() == 1:

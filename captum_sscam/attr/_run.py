@@ -12,7 +12,6 @@ before the ReLU, follows from the independent channel estimates:
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, cast
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from captum_sscam._core.caller_warnings import warn
 from captum_sscam._core.scorer import BatchScorer, progress_bar
 from captum_sscam.attr._channels import top_k_channels
 from captum_sscam.attr._masked_inputs import MaskedInputs
@@ -57,11 +57,9 @@ class LayerRun:
         sizes = [tuple(x.shape[2:]) for x in self.inputs]
         active = varying_channels(activation, sizes)
         if not bool(active.any(dim=1).all()):
-            warnings.warn(
+            warn(
                 "every channel of the layer is constant for some examples, so they have no "
                 "mask and their map is all zeros; choose a layer that varies over space.",
-                UserWarning,
-                stacklevel=7,  # the user's call (through attribute's decorators)
             )
         if self.options.top_k_channels is not None:
             active = top_k_channels(

@@ -49,22 +49,24 @@ class IntegratedScoreCAM(ScoreCAM):
         inputs: Tensor | tuple[Tensor, ...],
         target: TargetType = None,
         additional_forward_args: Any = None,
+        *,
         baselines: BaselineType = None,
         attribute_to_layer_input: bool = False,
         relu_attributions: bool = True,
         score_mode: ScoreMode = "probability",
         perturbations_per_eval: int | None = None,
         show_progress: bool | None = None,
-        n_steps: int = 10,
         autocast_dtype: torch.dtype | str | None = None,
         channels_last: bool | None = None,
         top_k_channels: int | None = None,
         channel_criterion: ChannelCriterion = "variance",
         compile_forward: bool = False,
+        n_steps: int = 10,
     ) -> Tensor | tuple[Tensor, ...]:
         r"""IS-CAM maps of ``target`` for each example of ``inputs``.
 
-        Takes every argument of [ScoreCAM.attribute][captum_sscam.ScoreCAM.attribute], plus:
+        Takes every argument of [ScoreCAM.attribute][captum_sscam.ScoreCAM.attribute], in
+        the same order (keyword-only past ``additional_forward_args``), plus:
 
         Args:
             n_steps: integration steps $m$ per channel, default 10 (torchcam's).
@@ -73,9 +75,27 @@ class IntegratedScoreCAM(ScoreCAM):
             ``(N, 1, h, w)`` maps at the layer's resolution (a tuple for a layer
             with several output tensors), detached, on the inputs' device.
         """
-        steps = check_positive_int("n_steps", n_steps)
-        options = ScoreCAMOptions.from_arguments(locals())
-        scaling = MaskScaling(integration_coefficients(steps))
-        return self._attribute(
-            inputs, target, additional_forward_args, baselines, options, scaling, Sampling(steps)
+        options = ScoreCAMOptions(
+            attribute_to_layer_input=attribute_to_layer_input,
+            relu_attributions=relu_attributions,
+            score_mode=score_mode,
+            perturbations_per_eval=perturbations_per_eval,
+            show_progress=show_progress,
+            autocast_dtype=autocast_dtype,
+            channels_last=channels_last,
+            top_k_channels=top_k_channels,
+            channel_criterion=channel_criterion,
+            compile_forward=compile_forward,
         )
+        options, scaling, sampling = self._plan(options, None, n_steps=n_steps)
+        return self._attribute(
+            inputs, target, additional_forward_args, baselines, options, scaling, sampling
+        )
+
+    @classmethod
+    def _plan(
+        cls, options: ScoreCAMOptions, num_inputs: int | None, *, n_steps: int = 10
+    ) -> tuple[ScoreCAMOptions, MaskScaling, Sampling]:
+        """IS-CAM's own argument, validated: the options, the mask scaling and the sampling."""
+        steps = check_positive_int("n_steps", n_steps)
+        return options, MaskScaling(integration_coefficients(steps)), Sampling(steps)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -114,6 +116,7 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
         inputs: Tensor | tuple[Tensor, ...],
         target: TargetType = None,
         additional_forward_args: Any = None,
+        *,
         baselines: BaselineType = None,
         attribute_to_layer_input: bool = False,
         relu_attributions: bool = True,
@@ -127,6 +130,11 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
         compile_forward: bool = False,
     ) -> Tensor | tuple[Tensor, ...]:
         r"""Score-CAM maps of ``target`` for each example of ``inputs``.
+
+        ``inputs``, ``target`` and ``additional_forward_args`` may be given by
+        position (Captum's order); every other argument is keyword-only, and the
+        arguments shared by the Score-CAM family come in the same order in
+        ``ScoreCAM``, ``SmoothedScoreCAM`` and ``IntegratedScoreCAM``.
 
         Args:
             inputs: ``(N, C, H, W)`` images, or a tuple of such tensors. Every
@@ -194,8 +202,60 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
             an ``(N, T)`` target), detached, on the inputs' device; a tuple of
             maps if the layer returns several tensors.
         """
-        options = ScoreCAMOptions.from_arguments(locals())
-        return self._attribute(inputs, target, additional_forward_args, baselines, options)
+        options = ScoreCAMOptions(
+            attribute_to_layer_input=attribute_to_layer_input,
+            relu_attributions=relu_attributions,
+            score_mode=score_mode,
+            perturbations_per_eval=perturbations_per_eval,
+            show_progress=show_progress,
+            autocast_dtype=autocast_dtype,
+            channels_last=channels_last,
+            top_k_channels=top_k_channels,
+            channel_criterion=channel_criterion,
+            compile_forward=compile_forward,
+        )
+        options, perturbation, sampling = self._plan(options, None)
+        return self._attribute(
+            inputs, target, additional_forward_args, baselines, options, perturbation, sampling
+        )
+
+    @classmethod
+    def check_arguments(cls, **arguments: Any) -> None:
+        """Check keyword arguments of ``attribute`` without a model or inputs.
+
+        Raises the ``ValueError`` or ``TypeError`` that ``attribute`` would raise for
+        them, e.g. to validate a configuration before loading a model; arguments left
+        out take their defaults. What depends on the inputs (``baselines``, the number
+        of ``stdevs`` per input) is checked by ``attribute`` only.
+
+        Example: ``SmoothedScoreCAM.check_arguments(nt_samples=0)`` raises
+        ``ValueError: nt_samples must be an integer >= 1, got 0.``
+        """
+        accepted = [
+            name
+            for name, parameter in inspect.signature(cls.attribute).parameters.items()
+            if parameter.kind is parameter.KEYWORD_ONLY
+        ]
+        unknown = sorted(set(arguments) - set(accepted))
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__}.attribute takes no argument {', '.join(unknown)}; its "
+                f"keyword arguments are {', '.join(accepted)}."
+            )
+        shared = {option.name for option in dataclasses.fields(ScoreCAMOptions)}
+        options = ScoreCAMOptions(**{k: v for k, v in arguments.items() if k in shared})
+        own = {k: v for k, v in arguments.items() if k not in shared and k != "baselines"}
+        cls._plan(options, None, **own)
+
+    @classmethod
+    def _plan(
+        cls, options: ScoreCAMOptions, num_inputs: int | None
+    ) -> tuple[ScoreCAMOptions, Perturbation, Sampling]:
+        """The method's own arguments (none for Score-CAM), validated: the options, the
+        perturbation of each sample and the sampling plan. Each member of the family
+        overrides it with its own keyword-only arguments; ``num_inputs`` is ``None``
+        where ``check_arguments`` validates without inputs."""
+        return options, Perturbation(), Sampling()
 
     def _attribute(
         self,
@@ -204,13 +264,20 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
         additional_forward_args: Any,
         baselines: BaselineType,
         options: ScoreCAMOptions,
-        perturbation: Perturbation | None = None,
-        sampling: Sampling | None = None,
+        perturbation: Perturbation,
+        sampling: Sampling,
         return_error: bool = False,
+        channel_transform: Callable[[Tensor], Tensor] = lambda maps: maps,
     ) -> Any:
         """Maps from perturbed masked inputs of every non-constant channel.
 
-        ``sampling`` says how many per channel (one by default); with
+        The family's extension points: ``perturbation`` changes each sample's mask
+        or masked input (none for Score-CAM, noise for SS-CAM, scaling for IS-CAM);
+        ``sampling`` says how many samples each channel gets and how they are
+        allocated; ``options.score_mode`` says how a masked input is scored and how
+        scores become weights; ``channel_transform`` turns the layer's
+        ``(N, K, *spatial)`` maps into the channels that are masked, scored and
+        combined (the identity; Group Score-CAM sums groups of channels). With
         ``return_error`` the result is ``(maps, standard_errors)``.
         """
         keep_freed_memory()
@@ -263,13 +330,17 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
                 formatted_baselines,
                 targets,
                 options,
-                perturbation or Perturbation(),
-                sampling or Sampling(),
+                perturbation,
+                sampling,
                 self.get_name(),
                 return_error,
             )
             results = [
-                run.maps(layer_maps(activation, formatted_inputs, self.reshape_transform))
+                run.maps(
+                    channel_transform(
+                        layer_maps(activation, formatted_inputs, self.reshape_transform)
+                    )
+                )
                 for activation in activations
             ]
         maps = _format_output(len(results) > 1, tuple(m.to(device) for m, _ in results))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
-from typing import Any
+from typing import Any, cast
 
 import torch
 from captum._utils.typing import BaselineType, TargetType
@@ -19,6 +20,7 @@ from captum_sscam.attr._perturbations import (
     GaussianNoise,
     NoisePlacement,
     NoiseSampling,
+    check_generator,
     check_stdevs,
     seed_from,
 )
@@ -77,30 +79,32 @@ class SmoothedScoreCAM(ScoreCAM):
         inputs: Tensor | tuple[Tensor, ...],
         target: TargetType = None,
         additional_forward_args: Any = None,
+        *,
         baselines: BaselineType = None,
         attribute_to_layer_input: bool = False,
         relu_attributions: bool = True,
         score_mode: ScoreMode = "probability",
         perturbations_per_eval: int | None = None,
         show_progress: bool | None = None,
+        autocast_dtype: torch.dtype | str | None = None,
+        channels_last: bool | None = None,
+        top_k_channels: int | None = None,
+        channel_criterion: ChannelCriterion = "variance",
+        compile_forward: bool = False,
         nt_samples: int = 35,
         nt_samples_batch_size: int | None = None,
         stdevs: float | tuple[float, ...] = 2.0,
         noise_on: NoisePlacement = "mask",
         generator: torch.Generator | None = None,
         noise_sampling: NoiseSampling = "iid",
-        autocast_dtype: torch.dtype | str | None = None,
-        channels_last: bool | None = None,
-        top_k_channels: int | None = None,
-        channel_criterion: ChannelCriterion = "variance",
         sample_allocation: SampleAllocation = "uniform",
         target_error: float | None = None,
         return_error: bool = False,
-        compile_forward: bool = False,
     ) -> Any:
         r"""SS-CAM maps of ``target`` for each example of ``inputs``.
 
-        Takes every argument of [ScoreCAM.attribute][captum_sscam.ScoreCAM.attribute], plus:
+        Takes every argument of [ScoreCAM.attribute][captum_sscam.ScoreCAM.attribute], in
+        the same order (keyword-only past ``additional_forward_args``), plus:
 
         Args:
             nt_samples: noise samples per channel (N in the paper), default 35.
@@ -117,11 +121,6 @@ class SmoothedScoreCAM(ScoreCAM):
             noise_sampling: ``"iid"`` (default, the paper) or ``"antithetic"``
                 (samples ``2j`` and ``2j + 1`` of a channel use one draw with both
                 signs; ``nt_samples`` must then be even).
-            autocast_dtype: mixed precision, as in ScoreCAM.
-            channels_last: channels-last masked inputs, as in ScoreCAM.
-            top_k_channels: score only ``k`` channels, as in ScoreCAM.
-            channel_criterion: how those channels are ranked, as in ScoreCAM.
-            compile_forward: compiled masked forwards, as in ScoreCAM.
             sample_allocation: ``"uniform"`` (default, the paper: ``nt_samples``
                 per channel) or ``"adaptive"``: ``nt_samples`` stays the budget (at
                 most ``nt_samples`` x K' forwards per example), shared by Neyman
@@ -153,9 +152,59 @@ class SmoothedScoreCAM(ScoreCAM):
             with several output tensors), detached, on the inputs' device; with
             ``return_error=True`` a pair ``(maps, standard_errors)`` of that form.
         """
+        options = ScoreCAMOptions(
+            attribute_to_layer_input=attribute_to_layer_input,
+            relu_attributions=relu_attributions,
+            score_mode=score_mode,
+            perturbations_per_eval=perturbations_per_eval,
+            show_progress=show_progress,
+            autocast_dtype=autocast_dtype,
+            channels_last=channels_last,
+            top_k_channels=top_k_channels,
+            channel_criterion=channel_criterion,
+            compile_forward=compile_forward,
+        )
+        num_inputs = len(inputs) if isinstance(inputs, tuple) else 1
+        options, noise, sampling = self._plan(
+            options,
+            num_inputs,
+            nt_samples=nt_samples,
+            nt_samples_batch_size=nt_samples_batch_size,
+            stdevs=stdevs,
+            noise_on=noise_on,
+            generator=generator,
+            noise_sampling=noise_sampling,
+            sample_allocation=sample_allocation,
+            target_error=target_error,
+            return_error=return_error,
+        )
+        noise = dataclasses.replace(noise, seed=seed_from(generator))
+        return self._attribute(
+            inputs, target, additional_forward_args, baselines, options, noise, sampling,
+            return_error,
+        )  # fmt: skip
+
+    @classmethod
+    def _plan(
+        cls,
+        options: ScoreCAMOptions,
+        num_inputs: int | None,
+        *,
+        nt_samples: int = 35,
+        nt_samples_batch_size: int | None = None,
+        stdevs: float | tuple[float, ...] = 2.0,
+        noise_on: str = "mask",
+        generator: torch.Generator | None = None,
+        noise_sampling: str = "iid",
+        sample_allocation: str = "uniform",
+        target_error: float | None = None,
+        return_error: bool = False,
+    ) -> tuple[ScoreCAMOptions, GaussianNoise, Sampling]:
+        """SS-CAM's own arguments, validated: the options, the noise (seed 0) and the sampling."""
         check_choice("noise_on", noise_on, NOISE_PLACEMENTS)
         samples = check_positive_int("nt_samples", nt_samples)
         check_choice("noise_sampling", noise_sampling, NOISE_SAMPLINGS)
+        check_generator(generator)
         antithetic = noise_sampling == "antithetic"
         if antithetic and samples % 2:
             raise ValueError(
@@ -163,24 +212,19 @@ class SmoothedScoreCAM(ScoreCAM):
                 f"even; got {samples}."
             )
         if nt_samples_batch_size is not None:
-            if perturbations_per_eval not in (None, nt_samples_batch_size):
+            if options.perturbations_per_eval not in (None, nt_samples_batch_size):
                 raise ValueError(
                     "nt_samples_batch_size and perturbations_per_eval both set the number "
                     "of masked inputs per forward; give only one of them."
                 )
-            perturbations_per_eval = nt_samples_batch_size
-        options = ScoreCAMOptions.from_arguments(locals())
+            options = dataclasses.replace(options, perturbations_per_eval=nt_samples_batch_size)
         sampling = _sampling(
-            samples, sample_allocation, antithetic, target_error, return_error, score_mode
+            samples, sample_allocation, antithetic, target_error, return_error, options.score_mode
         )
-        num_inputs = len(inputs) if isinstance(inputs, tuple) else 1
         noise = GaussianNoise(
-            check_stdevs(stdevs, num_inputs), noise_on, seed_from(generator), antithetic
+            check_stdevs(stdevs, num_inputs), cast(NoisePlacement, noise_on), 0, antithetic
         )
-        return self._attribute(
-            inputs, target, additional_forward_args, baselines, options, noise, sampling,
-            return_error,
-        )  # fmt: skip
+        return options, noise, sampling
 
 
 def _sampling(
