@@ -105,6 +105,8 @@ class _PairWork:
         stats = self._empty_stats()
         done = 0
         for fraction in self._rounds():
+            # samples per pair after this round: whole units, never fewer than before, and at
+            # least two units (a variance needs two) unless the budget is smaller
             upto = _whole_units(sampling.samples * fraction, sampling.unit, minimum=done)
             upto = max(upto, min(2 * sampling.unit, sampling.samples))
             if upto > done:
@@ -144,6 +146,8 @@ class _PairWork:
         estimates = self._empty_stats()
         done = np.zeros(len(self.pairs), dtype=np.int64)
         for fraction in self._rounds():
+            # each round tops every pair up to its share of the plan (at least one unit), so
+            # the last round (fraction 1) completes the plan exactly
             target = np.maximum(1, np.ceil(plan * fraction)).astype(np.int64) * sampling.unit
             if (target > done).any():
                 items = self._items(target - done, first=sampling.pilot + done)
@@ -226,6 +230,9 @@ class _PairWork:
 
     def _items(self, counts: np.ndarray, first: np.ndarray | int = 0) -> WorkItems:
         """``counts[p]`` items for pair ``p``, numbered from ``first[p]``, pair-major."""
+        # pair p's items sit at positions cumsum(counts)[p] - counts[p] (its first) onwards:
+        # e.g. counts [2, 3] -> pair [0, 0, 1, 1, 1], firsts [0, 0, 2, 2, 2], offsets
+        # [0, 1, 0, 1, 2]; the item's sample number is its pair's first sample plus its offset
         pair = np.repeat(np.arange(len(self.pairs), dtype=np.int64), counts)
         firsts_of_pairs = np.repeat(np.cumsum(counts) - counts, counts)
         offsets = np.arange(len(pair), dtype=np.int64) - firsts_of_pairs
@@ -258,7 +265,10 @@ class _PairWork:
         if self.baseline_scores is not None:
             scores = scores - self.baseline_scores[examples]
         pair = items.pair
-        if run.sampling.antithetic:  # a pair's mean is one unit
+        if run.sampling.antithetic:
+            # Items are pair-major and every pair's count is even (whole units of 2), starting
+            # at an even sample: rows 2j and 2j + 1 are one draw with both signs, of one pair.
+            # Their mean is one statistical unit (the variance is estimated over units).
             scores = scores.view(-1, 2, scores.shape[1]).mean(dim=1)
             pair = pair[::2]
         stats.add(pair, scores)

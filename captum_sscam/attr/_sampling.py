@@ -161,7 +161,9 @@ def neyman_counts(
     counts = torch.floor(ideal)
     given = torch.zeros_like(extra).index_add_(0, pair_example, counts)
     leftover = torch.round(extra - given)  # (N,): units still to give, fewer than the pairs
-    # rank each pair within its example by its remainder, largest first
+    # rank each pair within its example by its remainder, largest first: the key sorts by
+    # example (2 * example) and, within one, by decreasing remainder (in [0, 1), so it never
+    # crosses into the next example's keys); the first `leftover` pairs of each get one more
     order = torch.argsort(pair_example.to(torch.float64) * 2 - (ideal - counts), stable=True)
     starts = torch.cumsum(pairs_per_example, 0) - pairs_per_example
     rank = torch.arange(len(order), device=order.device) - starts[pair_example[order]]
