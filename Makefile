@@ -51,8 +51,10 @@ allocators:
 			$(SUDO) apt-get install -y -qq libjemalloc2 libtcmalloc-minimal4; \
 	fi
 
+# ruff over everything; mypy over the library (the files and strictness in pyproject's [tool.mypy])
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test-main: venv chromium allocators
 	$(BIN)/pytest -q -m "not install"

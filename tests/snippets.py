@@ -1,7 +1,9 @@
 """The ```python blocks of the README and docs/, and a runner that executes them as a reader would.
 
 A page's blocks run in order in one fresh interpreter (later blocks may use what earlier ones
-defined, as a reader following the page does), in an empty working directory, each timed.
+defined, as a reader following the page does), in an empty working directory. The runner counts
+each block's forward passes (images through a model's top-level forward), which bounds its cost
+on any machine; time belongs in the benchmarks.
 A block that cannot run here says why, visibly in the page and in a marker the test reads:
 `<!-- not-run: REASON -->` on the line before its fence.
 """
@@ -25,13 +27,30 @@ BLOCK = re.compile(
 # Executed with `python -c`: sys.path[0] is the empty working directory, so `captum_sscam`
 # is whatever the interpreter has installed (or PYTHONPATH names).
 RUNNER = """
-import json, sys, time
+import json, sys
+import torch
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+depth, forwards = 0, 0
+
+def entering(module, args):
+    global depth, forwards
+    if depth == 0 and args and isinstance(args[0], torch.Tensor) and args[0].dim() > 0:
+        forwards += args[0].shape[0]  # a top-level forward: one pass per example
+    depth += 1
+
+def leaving(module, args, output):
+    global depth
+    depth -= 1
+
+register_module_forward_pre_hook(entering)
+register_module_forward_hook(leaving)
 blocks = json.load(open(sys.argv[1]))
 namespace = {"__name__": "__main__"}
 for block in blocks:
-    start = time.perf_counter()
+    depth, forwards = 0, 0
     exec(compile(block["code"], block["where"], "exec"), namespace)
-    print(json.dumps({"where": block["where"], "seconds": time.perf_counter() - start}), flush=True)
+    print(json.dumps({"where": block["where"], "forwards": forwards}), flush=True)
 """
 
 
@@ -60,14 +79,14 @@ def python_blocks(page: Path) -> list[Block]:
 @dataclass(frozen=True)
 class Run:
     returncode: int
-    seconds: dict[str, float]
+    forwards: dict[str, int]  # per block: examples through a model's top-level forward
     output: str
 
 
 def run_blocks(
     python: str, blocks: list[Block], workdir: Path, timeout: float, env: dict[str, str]
 ) -> Run:
-    """Run `blocks` in order in one `python` process in `workdir`; time each block."""
+    """Run `blocks` in order in one `python` process in `workdir`; count each block's passes."""
     script = workdir / "blocks.json"
     script.write_text(json.dumps([{"where": b.where, "code": b.code} for b in blocks]))
     result = subprocess.run(
@@ -78,12 +97,12 @@ def run_blocks(
         text=True,
         timeout=timeout,
     )
-    seconds = {}
+    forwards = {}
     for line in result.stdout.splitlines():
         if line.startswith("{"):
             record = json.loads(line)
-            seconds[record["where"]] = record["seconds"]
-    return Run(result.returncode, seconds, result.stdout[-3000:] + result.stderr[-6000:])
+            forwards[record["where"]] = record["forwards"]
+    return Run(result.returncode, forwards, result.stdout[-3000:] + result.stderr[-6000:])
 
 
 def environment(**changes: str | None) -> dict[str, str]:

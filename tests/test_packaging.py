@@ -74,6 +74,9 @@ def test_wheel_carries_licence_package_data_and_demo_extra(dist: Dist) -> None:
         licence = archive.read(f"captum_sscam-{VERSION}.dist-info/licenses/LICENSE").decode()
     assert licence == (ROOT / "LICENSE").read_text()
     assert {"captum_sscam/__init__.py", "captum_sscam/apps/hand_boxes.json"} <= names
+    # the PEP 561 marker: users' type checkers read the package's annotations
+    assert "captum_sscam/py.typed" in names
+    assert "captum_sscam/_core/scorer.py" in names
     check_licence_metadata(metadata)
     # the bundled quokka photo is read from imgaug's files: the demo extra must bring them
     assert 'Requires-Dist: imgaug==0.4.0; extra == "demo"' in metadata
@@ -146,7 +149,7 @@ def test_wheel_in_a_fresh_venv_runs_the_readme_and_the_command_line(
     snippets.mkdir()
     readme_run = run_blocks(python, readme, snippets, timeout=900, env=env)
     assert readme_run.returncode == 0, readme_run.output
-    assert list(readme_run.seconds) == [block.where for block in readme]
+    assert list(readme_run.forwards) == [block.where for block in readme]
     assert (snippets / "sscam.png").stat().st_size > 1000
 
     cli = str(venv / "bin" / "captum-sscam")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
+from types import FrameType
 
 import captum
 import torch
@@ -36,7 +37,7 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
 
 def _caller_stacklevel() -> int:
     """The ``stacklevel`` of the first frame outside this package, Captum and torch."""
-    frame = sys._getframe(2)  # the caller of warn()
+    frame: FrameType | None = sys._getframe(2)  # the caller of warn()
     level = 2
     while frame is not None and _inside_library(frame.f_code.co_filename):
         frame = frame.f_back

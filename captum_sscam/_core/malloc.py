@@ -36,6 +36,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 M_TRIM_THRESHOLD = -1  # the constants of glibc's <malloc.h>
 M_MMAP_THRESHOLD = -3
@@ -226,5 +227,5 @@ def _mallopt(libc: ctypes.CDLL) -> Mallopt:
     return mallopt
 
 
-def _address(function: ctypes._CFuncPtr) -> int | None:
+def _address(function: Any) -> int | None:  # a ctypes function pointer (no public type)
     return ctypes.cast(function, ctypes.c_void_p).value

@@ -38,10 +38,10 @@ def flat_target_indices(target: TargetType, output: Tensor) -> Tensor:
                 f"target is a list of {len(target)} entries but the batch has "
                 f"{num_examples} examples; give one target per example."
             )
-        flat = [_flatten_one(t, per_example_shape) for t in target]
-        return torch.tensor(flat, dtype=torch.long, device=output.device).unsqueeze(1)
-    flat = _flatten_one(target, per_example_shape)
-    return torch.full((num_examples, 1), flat, dtype=torch.long, device=output.device)
+        indices = [_flatten_one(t, per_example_shape) for t in target]
+        return torch.tensor(indices, dtype=torch.long, device=output.device).unsqueeze(1)
+    index = _flatten_one(target, per_example_shape)
+    return torch.full((num_examples, 1), index, dtype=torch.long, device=output.device)
 
 
 def _flatten_one(target: object, per_example_shape: tuple[int, ...]) -> int:
