@@ -66,7 +66,8 @@ docs: venv
 test-insights: insights-venv chromium
 	$(INSIGHTS_BIN)/pytest -q tests/test_insights_dashboard.py tests/test_score_cam.py \
 		tests/test_smoothed_score_cam.py tests/test_integrated_score_cam.py tests/test_errors.py \
-		tests/test_hardening.py tests/test_transformers.py tests/test_sampling.py
+		tests/test_hardening.py tests/test_transformers.py tests/test_sampling.py \
+		tests/test_family_signature.py tests/test_warning_location.py
 
 # On a machine with a CUDA GPU: the CUDA tests and the GPU benchmark, whose table goes to
 # build/gpu-check.md (paste it into docs/performance.md). Without a GPU the tests are skipped
