@@ -13,6 +13,7 @@ matplotlib `Figure` (no pyplot, so it works headless).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,7 +51,8 @@ def image_to_hwc(image: Tensor | np.ndarray) -> np.ndarray:
     """An image as the ``(H, W, C)`` numpy array Captum's visualization expects.
 
     Accepts uint8 or float ``(H, W, C)`` arrays/tensors, and ``(C, H, W)`` or
-    ``(1, C, H, W)`` tensors (channels first when ``C`` is 1 or 3).
+    ``(1, C, H, W)`` tensors (channels first when ``C`` is 1 or 3). A float image
+    with NaN or infinite values is refused.
     """
     array = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
     if array.ndim == 4 and array.shape[0] == 1:
@@ -61,6 +63,11 @@ def image_to_hwc(image: Tensor | np.ndarray) -> np.ndarray:
         raise ValueError(f"expected one image (H, W, C) or (C, H, W); got shape {array.shape}.")
     if array.shape[0] in (1, 3) and array.shape[2] not in (1, 3):
         array = np.transpose(array, (1, 2, 0))
+    if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
+        raise ValueError(
+            "the image contains NaN or inf; it cannot be drawn. Pass a uint8 or [0, 1] "
+            "float image with finite values."
+        )
     return array
 
 
@@ -103,7 +110,7 @@ def as_image_attr(
         maps = maps.unsqueeze(0)
     if not 0 <= index < maps.shape[0]:
         raise IndexError(f"index {index} is out of range for a batch of {maps.shape[0]} maps.")
-    return map_to_hwc(maps[index : index + 1], tuple(size or maps.shape[-2:]))
+    return map_to_hwc(maps[index : index + 1], size or (maps.shape[-2], maps.shape[-1]))
 
 
 def overlay(
@@ -186,7 +193,7 @@ def method_grid(
     metrics: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
     row_titles: Sequence[str] | None = None,
     cell_size: float = 2.5,
-    **overlay_kwargs: object,
+    **overlay_kwargs: Any,
 ) -> Figure:
     """A grid: one row per image, the image then one overlay per method.
 

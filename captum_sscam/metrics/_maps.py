@@ -13,6 +13,12 @@ def check_images(inputs: Tensor | tuple[Tensor, ...]) -> Tensor:
     inputs = _one_tensor(
         inputs, "inputs", "pass the image tensor and move other inputs to additional_forward_args"
     )
+    if inputs.dim() == 3:
+        raise ValueError(
+            f"inputs have shape {tuple(inputs.shape)}: one (C, H, W) image without the batch "
+            "dimension? The metrics take (N, C, H, W) images; add the batch dimension with "
+            "x.unsqueeze(0) (and give the attributions of that batch)."
+        )
     if inputs.dim() != 4 or inputs.shape[0] == 0:
         raise ValueError(
             f"inputs must be (N, C, H, W) images with N >= 1, got shape {tuple(inputs.shape)}."
@@ -36,9 +42,9 @@ def _one_tensor(value: Tensor | tuple[Tensor, ...], name: str, advice: str) -> T
 
 
 def saliency_maps(
-    attributions: Tensor | tuple[Tensor, ...], size: tuple[int, int], num_examples: int
+    attributions: Tensor | tuple[Tensor, ...], size: tuple[int, int] | None, num_examples: int
 ) -> Tensor:
-    """One ``(N, H, W)`` map per example, at ``size``.
+    """One ``(N, H, W)`` map per example, at ``size`` (``None``: the map's own size).
 
     Accepts a Tensor or a one-element tuple (as Captum methods return) shaped
     ``(N, h, w)``, ``(N, 1, h, w)`` (layer maps: Grad-CAM, Score-CAM) or
@@ -66,4 +72,4 @@ def saliency_maps(
     maps = attributions.float()
     if maps.dim() == 4:
         maps = maps.sum(dim=1)
-    return resize(maps.unsqueeze(1), size).squeeze(1)
+    return maps if size is None else resize(maps.unsqueeze(1), size).squeeze(1)

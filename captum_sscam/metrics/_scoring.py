@@ -4,7 +4,10 @@ The metrics perturb each example many times (deletion steps, a masked copy) and
 score every perturbed image. They use the attribution methods' own mechanisms:
 :class:`~captum_sscam._core.scorer.BatchScorer` for the batched forwards (tensors
 in ``additional_forward_args`` follow their example, as Captum documents) and
-:func:`~captum_sscam._core.targets.flat_target_indices` for every Captum target form.
+:func:`~captum_sscam._core.targets.flat_target_indices` for every Captum target form,
+and the callers run the model under
+:func:`~captum_sscam._core.model_state.model_in_eval_mode` (eval mode, every module's
+``training`` flag restored afterwards) as the methods do.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ def resolve_target(
     examples = torch.arange(probe.shape[0], device=images.device)
     with torch.no_grad():
         output = _run_forward(forward_func, (probe,), None, follow_example(args, examples))
+    _check_output(output)
     if score == "probability" and (output.dim() != 2 or output.shape[1] < 2):
         raise ValueError(
             "score='probability' takes a softmax over classes, but the model returns "
@@ -71,6 +75,17 @@ def resolve_target(
     if targets.shape[1] != 1:
         raise ValueError("the metrics take one target per example, not an (N, T) tensor.")
     return targets
+
+
+def _check_output(output: object) -> None:
+    """Refuse a model output that is not a Tensor of scores (a tuple, a dict, ...)."""
+    if not isinstance(output, Tensor):
+        raise TypeError(
+            f"the model must return a Tensor of class scores, got {type(output).__name__}; "
+            "wrap it in a function that returns the scores to explain, e.g. "
+            "lambda x: model(x)[0] or lambda x: model(x)['logits'] (call model.eval() "
+            "first: the model behind a plain function cannot be switched to eval mode)."
+        )
 
 
 def class_scores(

@@ -9,6 +9,7 @@ import torch
 from captum._utils.typing import TargetType
 from torch import Tensor
 
+from captum_sscam._core.model_state import model_in_eval_mode
 from captum_sscam._core.resize import min_max_scaled
 from captum_sscam.metrics._maps import check_images, saliency_maps
 from captum_sscam.metrics._scoring import (
@@ -88,9 +89,8 @@ def _scores(
     check_score(score)
     check_batch_size(max_examples_per_batch)
     num_examples = images.shape[0]
-    maps = saliency_maps(attributions, tuple(images.shape[2:]), num_examples)
+    maps = saliency_maps(attributions, (images.shape[2], images.shape[3]), num_examples)
     masks = min_max_scaled(maps.to(images.device)).unsqueeze(1)
-    targets = resolve_target(forward_func, images, target, additional_forward_args, score)
 
     def build(examples: Tensor, masked: Tensor) -> Tensor:
         keep = torch.where(masked.view(-1, 1, 1, 1).bool(), masks[examples], 1.0)
@@ -98,8 +98,10 @@ def _scores(
 
     examples = torch.arange(num_examples, device=images.device).repeat(2)
     masked = torch.arange(2, device=images.device).repeat_interleave(num_examples)
-    scores = class_scores(
-        forward_func, build, examples, masked, targets, additional_forward_args, score,
-        max_examples_per_batch,
-    )  # fmt: skip
+    with model_in_eval_mode(forward_func):
+        targets = resolve_target(forward_func, images, target, additional_forward_args, score)
+        scores = class_scores(
+            forward_func, build, examples, masked, targets, additional_forward_args, score,
+            max_examples_per_batch,
+        )  # fmt: skip
     return scores[:num_examples], scores[num_examples:]

@@ -10,6 +10,7 @@ import torch
 from captum._utils.typing import TargetType
 from torch import Tensor
 
+from captum_sscam._core.model_state import model_in_eval_mode
 from captum_sscam.metrics._maps import check_images, saliency_maps
 from captum_sscam.metrics._scoring import (
     Score,
@@ -58,7 +59,11 @@ def deletion_auc(
     the result is the trapezoid rule $\sum_k (x_{k+1} - x_k)(s_k + s_{k+1})/2$.
 
     Args:
-        forward_func: the model, or any function of ``(inputs, *additional_forward_args)``.
+        forward_func: the model, or any function of ``(inputs, *additional_forward_args)``
+            returning a Tensor of scores. A model (or a bound method of one) runs in
+            eval mode during the call, every module's ``training`` flag restored
+            afterwards (with a warning when that changed anything); a plain function
+            runs as it is.
         inputs: ``(N, C, H, W)`` images (or a one-element tuple), on the model's device.
         attributions: one map per example: ``(N, 1, h, w)`` from a layer method
             (any ``h, w``; resized bilinearly), or ``(N, C, H, W)`` from an input
@@ -127,7 +132,6 @@ def _area(
         raise ValueError(f"step is a fraction of the pixels in (0, 1], got {step!r}.")
     num_examples, _, height, width = images.shape
     maps = saliency_maps(attributions, (height, width), num_examples).to(images.device)
-    targets = resolve_target(forward_func, images, target, additional_forward_args, score)
     background = substrate_images(substrate, images)
     start, end = (images, background) if deletion else (background, images)
 
@@ -145,10 +149,12 @@ def _area(
 
     examples = torch.arange(num_examples, device=images.device).repeat_interleave(num_steps + 1)
     steps = torch.arange(num_steps + 1, device=images.device).repeat(num_examples)
-    scores = class_scores(
-        forward_func, build, examples, steps, targets, additional_forward_args, score,
-        max_examples_per_batch,
-    ).view(num_examples, num_steps + 1)  # fmt: skip
+    with model_in_eval_mode(forward_func):
+        targets = resolve_target(forward_func, images, target, additional_forward_args, score)
+        scores = class_scores(
+            forward_func, build, examples, steps, targets, additional_forward_args, score,
+            max_examples_per_batch,
+        ).view(num_examples, num_steps + 1)  # fmt: skip
     fractions = counts.float() / num_pixels
     auc = torch.trapezoid(scores, fractions, dim=1)
     return Curves(auc, fractions, scores) if return_curves else auc
