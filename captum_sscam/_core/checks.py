@@ -101,16 +101,25 @@ def check_baselines(
                 f"baseline {index} has {baseline.shape[0]} examples but the inputs have "
                 f"{tensor.shape[0]}; give one baseline per example, or one for all."
             )
-        try:
-            baseline = torch.broadcast_to(
-                baseline.to(device=tensor.device, dtype=tensor.dtype), tensor.shape
-            )
-        except RuntimeError:
-            raise ValueError(
-                f"baseline {index} has shape {tuple(baseline.shape)}, which does not "
-                f"broadcast to input {index}'s shape {tuple(tensor.shape)}."
-            ) from None
-        if not bool(torch.isfinite(baseline).all()):
-            raise ValueError(f"baseline {index} contains NaN or infinite values.")
-        expanded.append(baseline)
+        expanded.append(
+            broadcast_finite(baseline, tensor, f"baseline {index}", f"input {index}'s shape")
+        )
     return tuple(expanded)
+
+
+def broadcast_finite(value: Tensor, like: Tensor, name: str, like_name: str) -> Tensor:
+    """``value`` on ``like``'s device and dtype, broadcast to its shape, and finite.
+
+    Raises a ValueError naming ``name`` when it does not broadcast to ``like_name``
+    (e.g. ``"input 0's shape"``) or holds NaN or infinite values.
+    """
+    try:
+        expanded = torch.broadcast_to(value.to(device=like.device, dtype=like.dtype), like.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"{name} has shape {tuple(value.shape)}, which does not broadcast to "
+            f"{like_name} {tuple(like.shape)}."
+        ) from None
+    if not bool(torch.isfinite(expanded).all()):
+        raise ValueError(f"{name} contains NaN or infinite values.")
+    return expanded

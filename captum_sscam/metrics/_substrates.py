@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from captum_sscam._core.checks import broadcast_finite
+
 Substrate = str | float | Tensor
 
 BLUR_KERNEL_SIZE = 11
@@ -55,13 +57,4 @@ def substrate_images(substrate: Substrate, inputs: Tensor) -> Tensor:
             f"substrate must be 'zeros', 'blur', a number or a tensor, got "
             f"{type(substrate).__name__}."
         )
-    try:
-        expanded = torch.broadcast_to(substrate.to(inputs), inputs.shape)
-    except RuntimeError:
-        raise ValueError(
-            f"substrate tensor of shape {tuple(substrate.shape)} does not broadcast to the "
-            f"inputs' shape {tuple(inputs.shape)}."
-        ) from None
-    if not bool(torch.isfinite(expanded).all()):
-        raise ValueError("substrate tensor contains NaN or infinite values.")
-    return expanded
+    return broadcast_finite(substrate, inputs, "substrate tensor", "the inputs' shape")
