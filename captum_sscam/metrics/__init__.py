@@ -9,15 +9,23 @@ from captum_sscam.metrics.captum_adapters import input_shaped, tuple_explanation
 from captum_sscam.metrics.confidence import average_drop, increase_in_confidence
 from captum_sscam.metrics.deletion_insertion import Curves, deletion_auc, insertion_auc
 from captum_sscam.metrics.pointing import energy_pointing_game, pointing_game
+from captum_sscam.metrics.randomisation import (
+    Randomisation,
+    model_randomisation,
+    randomisation_layers,
+)
 
 __all__ = [
     "Curves",
+    "Randomisation",
     "average_drop",
     "deletion_auc",
     "energy_pointing_game",
     "increase_in_confidence",
     "input_shaped",
     "insertion_auc",
+    "model_randomisation",
     "pointing_game",
+    "randomisation_layers",
     "tuple_explanation",
 ]
