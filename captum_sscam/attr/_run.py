@@ -27,6 +27,7 @@ from captum_sscam.attr._masked_inputs import MaskedInputs
 from captum_sscam.attr._masks import varying_channels
 from captum_sscam.attr._options import ScoreCAMOptions
 from captum_sscam.attr._perturbations import Perturbation
+from captum_sscam.attr._recording import report_round
 from captum_sscam.attr._sampling import (
     ROUND_FRACTIONS,
     ChannelStats,
@@ -271,6 +272,7 @@ class _PairWork:
             # Their mean is one statistical unit (the variance is estimated over units).
             scores = scores.view(-1, 2, scores.shape[1]).mean(dim=1)
             pair = pair[::2]
+        report_round(items, scores, run.sampling.unit)  # the debugging hook (attr._recording)
         stats.add(pair, scores)
 
     def _empty_stats(self) -> ChannelStats:
