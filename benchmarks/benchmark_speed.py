@@ -55,18 +55,22 @@ cores with one torch thread, ``OMP_NUM_THREADS=1``, which the docs' tables used)
 
 Deletion / insertion AUC come from ``captum_sscam.metrics`` (the Score-CAM
 paper's setting: 1 % steps, deletion to zeros, insertion from a blurred copy).
+
+Private names (through ``benchmarks/_common.py``): the CPU line, what
+``autocast_dtype="auto"`` picks (each row's bare forwards run at the row's precision), the
+malloc variables each row's process is cleared of, and ``varying_channels`` (K', the
+forwards a call must make). The memory format a call used is read off its last masked
+batch (a forward pre-hook), not from the method's internals.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
-import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -77,51 +81,46 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import (
+    OPT_OUT_VARIABLE,
+    auto_dtype,
+    counted_forwards,
+    in_fresh_process,
+    lite0,
+    lite0_input,
+    machine_header,
+    measured,
+    photos,
+    resident_mb,
+    top1,
+    varying_channel_count,
+)
 from torch import Tensor, nn
 
-from captum_sscam import ScoreCAM, SmoothedScoreCAM
-from captum_sscam.apps.data import photo_tensor, quokka, resize_photo, skimage_photos
-from captum_sscam.attr._masks import varying_channels
+from captum_sscam import ScoreCAM, SmoothedScoreCAM, set_keep_freed_memory
+from captum_sscam.apps.data import photo_tensor, resize_photo
+from captum_sscam.apps.models import imagenet_preprocess
 from captum_sscam.metrics import deletion_auc, insertion_auc
 
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 BRACKET_FORWARDS = 32
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-# Environment variables that change the allocator; each timing row sets its own.
-ALLOCATOR_VARIABLES = (
-    "MALLOC_MMAP_THRESHOLD_",
-    "MALLOC_TRIM_THRESHOLD_",
-    "MALLOC_TOP_PAD_",
-    "MALLOC_MMAP_MAX_",
-    "MALLOC_ARENA_MAX",
-    "GLIBC_TUNABLES",
-    "LD_PRELOAD",
-    "CAPTUM_SSCAM_MALLOC",
-)
 
 
 # ---------------------------------------------------------------- measuring
 
 
-def resident_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * PAGE_SIZE
-
-
 @contextmanager
-def peak_resident_growth() -> Iterator[list[int]]:
-    """Peak resident memory above the start, sampled every 2 ms (Linux)."""
-    result = [0]
+def peak_resident_growth() -> Iterator[list[float]]:
+    """Peak resident memory above the start in MB, sampled every 2 ms (Linux)."""
+    result = [0.0]
     if not os.path.exists("/proc/self/statm"):
         yield result
         return
-    start = resident_bytes()
+    start = resident_mb()
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            result[0] = max(result[0], resident_bytes() - start)
+            result[0] = max(result[0], resident_mb() - start)
             done.wait(0.002)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -143,21 +142,12 @@ class Row:
 
 def measure(name: str, model: nn.Module, run: Callable[[], Any]) -> tuple[Row, Any]:
     """Time ``run``; count the images that pass through ``model``; peak memory."""
-    images = [0]
-
-    def count(_module: nn.Module, args: tuple[Tensor, ...]) -> None:
-        images[0] += args[0].shape[0]
-
-    handle = model.register_forward_pre_hook(count)
-    try:
-        with peak_resident_growth() as peak:
-            start = time.perf_counter()
-            result = run()
-            seconds = time.perf_counter() - start
-    finally:
-        handle.remove()
-    row = Row(name, seconds, images[0], peak[0] / 2**20)
-    print(f"  {name}: {seconds:.1f} s, {images[0]} forwards", flush=True)
+    with counted_forwards(model) as forwards, peak_resident_growth() as peak:
+        start = time.perf_counter()
+        result = run()
+        seconds = time.perf_counter() - start
+    row = Row(name, seconds, forwards.images, peak[0])
+    print(f"  {name}: {seconds:.1f} s, {forwards.images} forwards", flush=True)
     return row, result
 
 
@@ -176,10 +166,8 @@ class TimingRow:
     @property
     def precision(self) -> torch.dtype | None:
         """The autocast dtype of this row's forwards (``"auto"`` resolved on this CPU)."""
-        from captum_sscam._core.hardware import fastest_autocast_dtype
-
         dtype = dict(self.options).get("autocast_dtype")
-        return fastest_autocast_dtype("cpu") if dtype == "auto" else dtype
+        return auto_dtype("cpu") if dtype == "auto" else dtype
 
 
 TIMING_ROWS: dict[str, TimingRow] = {
@@ -204,22 +192,16 @@ TIMING_ROWS: dict[str, TimingRow] = {
 
 def timing_setting(model_name: str, size: int) -> tuple[nn.Module, nn.Module, Tensor, str]:
     """The model, its layer, one photo (coffee) and a title for the timing part."""
-    photo = resize_photo(skimage_photos()[0], size)
+    coffee = photos()["coffee"]
     if model_name == "lite0":
-        from captum_sscam.apps.models import (
-            efficientnet_lite0,
-            lite0_preprocess,
-            lite0_target_layer,
-        )
-
-        model = efficientnet_lite0()
+        model, layer = lite0()
         title = f"EfficientNet-Lite0 (pretrained), coffee {size} px, head activation"
-        return model, lite0_target_layer(model), lite0_preprocess(photo_tensor(photo)), title
+        return model, layer, lite0_input(coffee, size), title
     from torchvision import models
 
     torch.manual_seed(0)
     model = getattr(models, model_name)(weights=None).eval()
-    x = (photo_tensor(photo).permute(2, 0, 1)[None].float() / 255 - IMAGENET_MEAN) / IMAGENET_STD
+    x = imagenet_preprocess(photo_tensor(resize_photo(coffee, size))[None])
     return (
         model,
         model.layer4,
@@ -257,18 +239,14 @@ def seconds_per_bare_forward(model: nn.Module, batch: Tensor, dtype: torch.dtype
 
 def timing_child(args: argparse.Namespace) -> None:
     """One timing row in this (fresh) process; prints one JSON line."""
-    from captum_sscam._core.malloc import keep_freed_memory
-
     row = TIMING_ROWS[args.child]
-    malloc = keep_freed_memory()  # what the row's call will find (the opt-out is respected)
+    # what the row's call will find: decided as on a process's first call, so
+    # CAPTUM_SSCAM_MALLOC=default in the row's environment still opts out
+    malloc = set_keep_freed_memory(True)
     torch.manual_seed(0)
     model, layer, x, _ = timing_setting(args.model, args.size)
-    with torch.no_grad():
-        features: list[Tensor] = []
-        handle = layer.register_forward_hook(lambda _m, _i, out: features.append(out))
-        target = int(model(x).argmax())
-        handle.remove()
-    k_prime = int(varying_channels(features[0]).sum())
+    target = top1(model, x)
+    k_prime = varying_channel_count(model, layer, x)
     forwards_needed = min(k_prime, args.top_k) if args.top_k else k_prime
     bare_batch = torch.randn(args.batch, *x.shape[1:])
     method = ScoreCAM(model, layer)
@@ -290,51 +268,29 @@ def timing_child(args: argparse.Namespace) -> None:
                 return cam(target, scores)[0]
         return method.attribute(x, target=target, perturbations_per_eval=args.batch, **options)
 
-    images = [0]
-    handle = model.register_forward_pre_hook(
-        lambda _m, inputs: images.__setitem__(0, images[0] + inputs[0].shape[0])
-    )
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    start = time.perf_counter()
-    saliency = run()
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    handle.remove()
+    with counted_forwards(model) as forwards:
+        usage, saliency = measured(run)
     bare = seconds_per_bare_forward(model, bare_batch, row.precision)
     if saliency is not None:
         torch.save(saliency.detach().float().reshape(-1), args.map)
-    used = options.get("channels_last")
-    if used is None and row.kind == "ours":  # the automatic choice (none: too few batches)
-        used = next(iter(method._memory_formats.values()), False)
-    print(
-        json.dumps(
-            {
-                "wall": wall,
-                "user": after.ru_utime - usage.ru_utime,
-                "system": after.ru_stime - usage.ru_stime,
-                "faults": after.ru_minflt - usage.ru_minflt,
-                "peak_mb": after.ru_maxrss / 1024,
-                "forwards": images[0],
-                "k_prime": k_prime,
-                "needed": forwards_needed,
-                "bare": bare,
-                "format": {None: "-", False: "contiguous", True: "channels-last"}[used],
-                "malloc": malloc.applied,
-            }
-        )
-    )
+    measured_row = {
+        **dataclasses.asdict(usage),
+        "forwards": forwards.images,
+        "k_prime": k_prime,
+        "needed": forwards_needed,
+        "bare": bare,
+        # the format of the call's last masked batch: the automatic choice, or the forced one
+        "format": forwards.last_format if row.kind == "ours" else "-",
+        "malloc": malloc.applied,
+    }
+    print(json.dumps(measured_row))
 
 
 def run_timing_row(row: TimingRow, args: argparse.Namespace, map_path: str) -> dict:
-    env = {key: value for key, value in os.environ.items() if key not in ALLOCATOR_VARIABLES}
-    env["CAPTUM_SSCAM_MALLOC"] = row.malloc
-    command = [sys.executable, __file__, "--child", row.label, "--map", map_path]
-    command += ["--model", args.model, "--size", str(args.size), "--batch", str(args.batch)]
-    command += ["--top-k", str(args.top_k or 0)]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"{row.label} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    arguments = [__file__, "--child", row.label, "--map", map_path]
+    arguments += ["--model", args.model, "--size", str(args.size), "--batch", str(args.batch)]
+    arguments += ["--top-k", str(args.top_k or 0)]
+    return in_fresh_process(arguments, {OPT_OUT_VARIABLE: row.malloc})
 
 
 def timing(args: argparse.Namespace) -> None:
@@ -429,10 +385,6 @@ def calibration_cost(args: argparse.Namespace) -> None:
         "channels_last=True": True,
         "channels_last=False": False,
     }
-    formats: list[bool] = []
-    handle = model.register_forward_pre_hook(
-        lambda _m, inputs: formats.append(not inputs[0].is_contiguous())
-    )
     top_k = {"top_k_channels": args.top_k} if args.top_k else {}
 
     def call(channels_last: bool | None) -> float:
@@ -446,19 +398,17 @@ def calibration_cost(args: argparse.Namespace) -> None:
         )
         return time.perf_counter() - start
 
-    try:
-        for channels_last in (True, False):
-            call(channels_last)  # warm-up in each format
-        seconds: dict[str, list[float]] = {label: [] for label in rows}
-        patterns: set[str] = set()
-        for _ in range(args.repeats):
-            for label, channels_last in rows.items():
-                formats.clear()
+    for channels_last in (True, False):
+        call(channels_last)  # warm-up in each format
+    seconds: dict[str, list[float]] = {label: [] for label in rows}
+    patterns: set[str] = set()
+    for _ in range(args.repeats):
+        for label, channels_last in rows.items():
+            with counted_forwards(model) as forwards:
                 seconds[label].append(call(channels_last))
-                if channels_last is None:  # formats[0]: the capture forward
-                    patterns.add("".join("L" if last else "C" for last in formats[1:6]))
-    finally:
-        handle.remove()
+            if channels_last is None:  # the first forward: the activation pass
+                formats = forwards.channels_last[1:6]
+                patterns.add("".join("L" if last else "C" for last in formats))
     restricted = f", top_k_channels={args.top_k}" if args.top_k else ""
     print(f"\n{title}{restricted}, batch {args.batch}; one warm process, {args.repeats} repeats")
     print("| row | median s | per repeat s |")
@@ -542,11 +492,8 @@ def correlation(a: Tensor, b: Tensor) -> float:
 def faithfulness(
     samples: int, photo_names: list[str], top_ks: list[int], precision_channels: int
 ) -> None:
-    from captum_sscam.apps.models import efficientnet_lite0, lite0_preprocess, lite0_target_layer
-
-    model = efficientnet_lite0()
-    layer = lite0_target_layer(model)
-    photos = {photo.name: photo for photo in [*skimage_photos(), quokka()]}
+    model, layer = lite0()
+    named = photos()
     sscam, score_cam = SmoothedScoreCAM(model, layer), ScoreCAM(model, layer)
     print(f"\nEfficientNet-Lite0 (pretrained), 1280 x 7 x 7 head, N = {samples}")
 
@@ -579,10 +526,8 @@ def faithfulness(
     }
     totals: dict[str, list[tuple[float, int, float, float, float]]] = {}
     for name in photo_names:
-        image = photo_tensor(resize_photo(photos[name], 224))
-        x = lite0_preprocess(image)
-        with torch.no_grad():
-            target = int(model(x).argmax())
+        x = lite0_input(named[name])
+        target = top1(model, x)
         print(f"  {name}: class {target}", flush=True)
         maps: dict[str, Tensor] = {}
         for block, base in ((options, exact_label), (precision_options, precision_label)):
@@ -616,14 +561,10 @@ def faithfulness(
 
 def noise_variance(photo_name: str, channels: int, reference_samples: int, seeds: int) -> None:
     """Relative map error against a large-N reference at equal forward budget."""
-    from captum_sscam.apps.models import efficientnet_lite0, lite0_preprocess, lite0_target_layer
-
-    model = efficientnet_lite0()
-    sscam = SmoothedScoreCAM(model, lite0_target_layer(model))
-    photos = {photo.name: photo for photo in [*skimage_photos(), quokka()]}
-    x = lite0_preprocess(photo_tensor(resize_photo(photos[photo_name], 224)))
-    with torch.no_grad():
-        target = int(model(x).argmax())
+    model, layer = lite0()
+    sscam = SmoothedScoreCAM(model, layer)
+    x = lite0_input(photos()[photo_name])
+    target = top1(model, x)
 
     def run(samples: int, sampling: str, seed: int) -> Tensor:
         return sscam.attribute(
@@ -692,10 +633,7 @@ def main() -> None:
     if args.child:
         timing_child(args)
         return
-    from captum_sscam._core.hardware import cpu_description
-
-    print(cpu_description())
-    print(f"torch {torch.__version__}, load average {os.getloadavg()}, {time.strftime('%F %R %Z')}")
+    print(machine_header())
     if "timing" in args.parts:
         timing(args)
     if "calibration" in args.parts:

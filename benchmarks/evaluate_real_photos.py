@@ -10,7 +10,8 @@ fast path (``ss-cam-fast``, ``ss-cam-input-fast``: ``autocast_dtype="auto"`` and
 ``sample_allocation="adaptive"`` at ``--fast-budget``), and torchcam's ScoreCAM and
 SSCAM for reference (``--methods``). Prints one table (mean ± std (n images) and
 seconds per image) and each fast-path map's correlation with its exact map, and
-writes the figures of docs/results.md.
+writes the figures of docs/results.md. The table comes with the CPU line
+(``benchmarks/_common.py``).
 
 Run it under the shared lock (exact SS-CAM costs nt_samples x K' forwards per image,
 about 8 minutes per image and variant at N = 35 on one core of this project's CPU):
@@ -31,6 +32,7 @@ import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import cpu_line
 from torch import Tensor
 
 from captum_sscam.apps.annotated_photos import annotated_photos, choose_target
@@ -261,8 +263,9 @@ def main() -> None:
     saved = SavedMaps(out / "maps", samples)
     records = evaluate(model, saved.saving(methods), samples, out, step=args.step)
     elapsed = time.perf_counter() - start
+    print(f"\n{cpu_line()}")
     print(
-        f"\nEfficientNet-Lite0, 224 px, {len(samples)} photos, SS-CAM nt_samples={args.nt_samples} "
+        f"EfficientNet-Lite0, 224 px, {len(samples)} photos, SS-CAM nt_samples={args.nt_samples} "
         f"stdevs=2.0, deletion (zeros) / insertion (blur k=11 s=5) step {args.step}, "
         f"softmax probability; torch threads {torch.get_num_threads()}; {elapsed / 60:.1f} min\n"
     )

@@ -39,6 +39,15 @@ Run on a machine with a GPU:
 ``--device cpu --model resnet18 --size 64 --samples 1 --lite0-channels 4`` is a dry run
 of the script on the CPU in a minute (the tests run it), so that a GPU's time is not spent
 on its bugs.
+
+Private names: the CPU line, ``autocast_dtype="auto"``'s dtype and K' come through
+``benchmarks/_common.py``. Two engine constants are read here so that the script follows
+the engine: ``captum_sscam._core.scorer.CALIBRATION_ROUNDS`` (the warm-up makes the
+``2 x CALIBRATION_ROUNDS`` full batches the automatic memory format times, so the timed call
+does not calibrate) and ``captum_sscam._core.batch_size.MAX_AUTO_BATCH`` (the largest
+automatic batch: the call that reads the engine's batch off its forwards makes that many
+masked passes). The memory format the engine chose is read off the warm-up's last masked
+batch (a forward pre-hook).
 """
 
 from __future__ import annotations
@@ -48,18 +57,27 @@ import math
 import statistics
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
+from _common import (
+    Forwards,
+    auto_dtype,
+    counted_forwards,
+    cpu_line,
+    lite0,
+    lite0_input,
+    synchronized_time,
+    timed,
+    top1,
+    varying_channel_count,
+)
 from torch import Tensor, nn
 
 from captum_sscam import SmoothedScoreCAM
 from captum_sscam._core.batch_size import MAX_AUTO_BATCH
-from captum_sscam._core.hardware import cpu_description, fastest_autocast_dtype
-from captum_sscam._core.scorer import CALIBRATION_ROUNDS, _synchronized_time
-from captum_sscam.attr._layer import layer_activations_and_output
-from captum_sscam.attr._masks import varying_channels
+from captum_sscam._core.scorer import CALIBRATION_ROUNDS
 
 FAST_SAMPLES_AT_35 = 16  # adaptive N that reached uniform N = 35's spread on Lite0's photos
 LITE0_PHOTOS = ("coffee", "chelsea", "astronaut")
@@ -74,12 +92,6 @@ CONFIGURATIONS: dict[str, tuple[str, torch.dtype | str | None, bool | None, bool
     "compiled": ("fp32, compile_forward=True", None, None, True),
     "compiled-auto": ('autocast_dtype="auto", compile_forward=True', "auto", None, True),
 }
-
-
-def timed(run: Callable[[], object], device: torch.device) -> float:
-    start = _synchronized_time(device)
-    run()
-    return _synchronized_time(device) - start
 
 
 def bare_forwards(
@@ -150,13 +162,13 @@ def main() -> None:
     torch.manual_seed(0)
     model = getattr(models, args.model)().eval().to(device)
     x = torch.randn(1, 3, args.size, args.size, device=device)
-    target, k_prime = _target_and_varying(model, model.layer4, x)
+    target, k_prime = top1(model, x), varying_channel_count(model, model.layer4, x)
     method = SmoothedScoreCAM(model, model.layer4)
-    auto_dtype = fastest_autocast_dtype(device)
+    device_dtype = auto_dtype(device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (dry run)"
     emit(f"{device_name}, torch {torch.__version__}")
-    emit(f"CPU: {cpu_description()}")
-    emit(f'autocast_dtype="auto" picks {auto_dtype} on this device')
+    emit(f"CPU: {cpu_line()}")
+    emit(f'autocast_dtype="auto" picks {device_dtype} on this device')
     if device.type == "cuda":
         tf32 = torch.backends.cudnn.allow_tf32
         emit(f"fp32 convolutions: {'TF32' if tf32 else 'IEEE fp32'} (cuDNN, PyTorch's setting)")
@@ -172,7 +184,7 @@ def main() -> None:
         if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             continue
         options = {"autocast_dtype": dtype, "channels_last": last, "compile_forward": compiled}
-        bare_dtype = auto_dtype if dtype == "auto" else dtype
+        bare_dtype = device_dtype if dtype == "auto" else dtype
 
         # SS-CAM and its bare forwards run at one batch: the engine's automatic one, read off
         # an eager call (a compiled call would round it to a power of two)
@@ -191,8 +203,12 @@ def main() -> None:
         count = args.samples * k_prime
         # warm-up: kernels, and the automatic memory format's calibration (kept on `method`
         # for this batch and precision, so the timed call below does not repeat it); the
-        # calibration needs 2 x CALIBRATION_ROUNDS full batches of masked passes
-        run(samples=math.ceil(2 * CALIBRATION_ROUNDS * batch / k_prime))
+        # calibration needs 2 x CALIBRATION_ROUNDS full batches of masked passes. An eager
+        # row's last batch shows the format chosen; a compiled model gets no hook (adding or
+        # removing one would make it recompile)
+        counting = nullcontext(Forwards()) if compiled else counted_forwards(model)
+        with counting as warm_up:
+            run(samples=math.ceil(2 * CALIBRATION_ROUNDS * batch / k_prime))
         if compiled:
             # compile_forward leaves the layout to the compiler (contiguous inputs) and pads
             # the last batch, so the compiled bare forwards run whole batches too
@@ -202,7 +218,8 @@ def main() -> None:
             bare_count = math.ceil(count / batch) * batch
         else:
             bare_model, bare_count = model, count
-            bare_last = bool(last) if last is not None else _chosen_format(method)
+            # the automatic format: the one the warm-up's last batch ran in, after calibrating
+            bare_last = bool(last) if last is not None else warm_up.channels_last[-1]
         bare_forwards(bare_model, 2 * batch, batch, x, bare_dtype, bare_last)
         bare = timed(
             lambda net=bare_model, n=bare_count, dtype=bare_dtype, last=bare_last, batch=batch: (
@@ -288,8 +305,7 @@ def fast_budget(samples: int) -> int:
 
 def lite0_inputs(paths: list[str] | None) -> list[tuple[str, Tensor]] | str:
     """``(name, Lite0 input)`` of each photo at 224 px, or why there are none."""
-    from captum_sscam.apps.data import photo_tensor, read_image, resize_photo, skimage_photos
-    from captum_sscam.apps.models import lite0_preprocess
+    from captum_sscam.apps.data import read_image, skimage_photos
 
     if paths is None:
         try:
@@ -300,7 +316,7 @@ def lite0_inputs(paths: list[str] | None) -> list[tuple[str, Tensor]] | str:
         photos = [read_image(path)[0] for path in paths]
     if not photos:
         return "no photos"
-    return [(p.name, lite0_preprocess(photo_tensor(resize_photo(p, 224)))) for p in photos]
+    return [(p.name, lite0_input(p)) for p in photos]
 
 
 def lite0_table(
@@ -310,9 +326,8 @@ def lite0_table(
     emit("")
     inputs = lite0_inputs(args.lite0_photos)
     try:
-        from captum_sscam.apps.models import efficientnet_lite0, lite0_target_layer
-
-        model = efficientnet_lite0().to(device)
+        model, layer = lite0()
+        model = model.to(device)
     except ImportError as error:
         inputs = f"{error} (make gpu-wheels carries it)"
     if isinstance(inputs, str):
@@ -336,12 +351,11 @@ def lite0_table(
     emit(f"|---|---|---|---|---|---|---|{'---|' if compiled else ''}---|")
     fastest_times, error_ratios = [], []
     # one method for all photos: its memory-format choice and compiled forward carry over
-    method = SmoothedScoreCAM(model, lite0_target_layer(model))
+    method = SmoothedScoreCAM(model, layer)
     for name, photo in inputs:
         x = photo.to(device)
-        target, k_prime = _target_and_varying(
-            model, lite0_target_layer(model), x, args.lite0_channels
-        )
+        target = top1(model, x)
+        k_prime = varying_channel_count(model, layer, x, args.lite0_channels)
         batch = args.batch or _auto_batch(method, x, target, k_prime)
         common = {
             "target": target,
@@ -389,20 +403,10 @@ def _lite0_call(
     calibration and, with ``compile_forward``, the compilation.
     """
     generator = torch.Generator(device).manual_seed(0)
-    start = _synchronized_time(device)
+    start = synchronized_time(device)
     saliency, error = method.attribute(x, generator=generator, **call)
-    seconds = _synchronized_time(device) - start
+    seconds = synchronized_time(device) - start
     return seconds, float(error.norm() / saliency.norm())
-
-
-def _target_and_varying(
-    model: nn.Module, layer: nn.Module, x: Tensor, top_k: int | None = None
-) -> tuple[int, int]:
-    """The top-1 class and K', the layer's channels that get a mask (at most ``top_k``)."""
-    with torch.no_grad():
-        (activation,), output = layer_activations_and_output(model, layer, (x,), None, None, False)
-    k_prime = int(varying_channels(activation).sum())
-    return int(output.argmax()), min(k_prime, top_k) if top_k else k_prime
 
 
 def forward_options_table(
@@ -443,28 +447,17 @@ def _cudnn_autotuner(device: torch.device, enabled: bool = True) -> Iterator[Non
         torch.backends.cudnn.benchmark = before
 
 
-def _chosen_format(method: SmoothedScoreCAM) -> bool:
-    """The memory format the automatic choice settled on (the last one calibrated)."""
-    return bool(list(method._memory_formats.values())[-1]) if method._memory_formats else False
-
-
 def _auto_batch(
     method: SmoothedScoreCAM, x: Tensor, target: int, k_prime: int = MAX_AUTO_BATCH
 ) -> int:
     """The batch the engine picks from free memory, read off the forward sizes."""
-    sizes: list[int] = []
-    handle = method.forward_func.register_forward_pre_hook(
-        lambda _m, args: sizes.append(args[0].shape[0])
-    )
     channels = min(k_prime, MAX_AUTO_BATCH)  # enough masked passes for the largest batch
     samples = math.ceil(MAX_AUTO_BATCH / channels)
-    try:
+    with counted_forwards(method.forward_func) as forwards:
         method.attribute(
             x, target=target, nt_samples=samples, top_k_channels=channels, show_progress=False
         )
-    finally:
-        handle.remove()
-    return max(sizes[1:])
+    return max(forwards.sizes[1:])  # the first forward: the activation pass
 
 
 if __name__ == "__main__":

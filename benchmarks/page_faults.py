@@ -19,6 +19,10 @@ difference of the map from the first glibc-defaults row. The configurations
 run in turns, ``--repeats`` times, so that load from other processes falls on
 all of them alike.
 
+Each row's process starts with its own allocator variables only (``benchmarks/_common.py``:
+the variables glibc's malloc reads, as the library lists them, ``LD_PRELOAD`` and the
+package's ``CAPTUM_SSCAM_MALLOC``); the CPU line is the library's (private) one.
+
 Run (about 5 minutes on 2 cores with the defaults; hold the shared lock):
 
     flock /tmp/captum_sscam_heavy.lock env PYTHONPATH=. .venv/bin/python \\
@@ -29,35 +33,34 @@ from __future__ import annotations
 
 import argparse
 import ctypes.util
+import dataclasses
 import json
 import os
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ALLOCATOR_VARIABLES = (
-    "MALLOC_MMAP_THRESHOLD_",
-    "MALLOC_TRIM_THRESHOLD_",
-    "MALLOC_TOP_PAD_",
-    "MALLOC_MMAP_MAX_",
-    "MALLOC_ARENA_MAX",
-    "GLIBC_TUNABLES",
-    "LD_PRELOAD",
-    "CAPTUM_SSCAM_MALLOC",
-    "THP_MEM_ALLOC_ENABLE",
+from _common import (
+    FREED_MEMORY_KEPT,
+    GLIBC_DEFAULTS,
+    in_fresh_process,
+    lite0,
+    lite0_input,
+    machine_header,
+    measured,
+    photos,
+    resident_mb,
+    top1,
 )
+
 GIB = str(1 << 30)
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def configurations() -> dict[str, dict[str, str]]:
-    """Each row's environment (on top of the parent's, without its allocator settings)."""
+    """Each row's allocator variables (the parent's are not passed on)."""
     rows = {
-        "glibc defaults": {"CAPTUM_SSCAM_MALLOC": "default"},
-        "keep_freed_memory() (mallopt)": {"CAPTUM_SSCAM_MALLOC": "keep"},
+        "glibc defaults": GLIBC_DEFAULTS,
+        "keep_freed_memory() (mallopt)": FREED_MEMORY_KEPT,
         "MALLOC_*_THRESHOLD_=1GiB env": {
             "MALLOC_MMAP_THRESHOLD_": GIB,
             "MALLOC_TRIM_THRESHOLD_": GIB,
@@ -66,44 +69,32 @@ def configurations() -> dict[str, dict[str, str]]:
     for label, name in (("jemalloc", "jemalloc"), ("tcmalloc", "tcmalloc_minimal")):
         library = ctypes.util.find_library(name)
         if library:
-            rows[f"{label} (LD_PRELOAD={library})"] = {
-                "LD_PRELOAD": library,
-                "CAPTUM_SSCAM_MALLOC": "default",
-            }
+            rows[f"{label} (LD_PRELOAD={library})"] = {"LD_PRELOAD": library, **GLIBC_DEFAULTS}
     return rows
 
 
 # ------------------------------------------------------------------- child
 
 
-def resident_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * PAGE_SIZE / 2**20
-
-
 def child(channels: int, batch: int, map_path: str) -> None:
     """One attribute call, measured; prints one JSON line."""
     import torch
 
-    from captum_sscam import ScoreCAM
-    from captum_sscam._core.malloc import keep_freed_memory, release_freed_memory
-    from captum_sscam.apps.data import photo_tensor, resize_photo, skimage_photos
-    from captum_sscam.apps.models import efficientnet_lite0, lite0_preprocess, lite0_target_layer
+    from captum_sscam import ScoreCAM, release_freed_memory, set_keep_freed_memory
 
-    model = efficientnet_lite0()
-    x = lite0_preprocess(photo_tensor(resize_photo(skimage_photos()[0], 224)))
-    with torch.no_grad():
-        target = int(model(x).argmax())
-    method = ScoreCAM(model, lite0_target_layer(model))
+    model, layer = lite0()
+    x = lite0_input(photos()["coffee"])
+    target = top1(model, x)
+    method = ScoreCAM(model, layer)
     rss_before = resident_mb()
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    start = time.perf_counter()
-    malloc = keep_freed_memory()
-    saliency = method.attribute(
-        x, target=target, top_k_channels=channels, perturbations_per_eval=batch
+    # decided as on a process's first call: the row's CAPTUM_SSCAM_MALLOC or MALLOC_* variables
+    # are respected; the call would decide the same
+    malloc = set_keep_freed_memory(True)
+    usage, saliency = measured(
+        lambda: method.attribute(
+            x, target=target, top_k_channels=channels, perturbations_per_eval=batch
+        )
     )
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_SELF)
     rss_after = resident_mb()
     start = time.perf_counter()
     release_freed_memory()
@@ -112,11 +103,7 @@ def child(channels: int, batch: int, map_path: str) -> None:
     print(
         json.dumps(
             {
-                "wall": wall,
-                "user": after.ru_utime - before.ru_utime,
-                "system": after.ru_stime - before.ru_stime,
-                "faults": after.ru_minflt - before.ru_minflt,
-                "peak_mb": after.ru_maxrss / 1024,
+                **dataclasses.asdict(usage),
                 "rss_before_mb": rss_before,
                 "rss_after_mb": rss_after,
                 "rss_released_mb": resident_mb(),
@@ -131,14 +118,9 @@ def child(channels: int, batch: int, map_path: str) -> None:
 
 
 def run_row(environment: dict[str, str], args: argparse.Namespace, map_path: str) -> dict:
-    env = {key: value for key, value in os.environ.items() if key not in ALLOCATOR_VARIABLES}
-    env.update(environment)
-    command = [sys.executable, __file__, "--child", "--channels", str(args.channels)]
-    command += ["--batch", str(args.batch), "--map", map_path]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"{environment} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    arguments = [__file__, "--child", "--channels", str(args.channels)]
+    arguments += ["--batch", str(args.batch), "--map", map_path]
+    return in_fresh_process(arguments, environment)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,13 +142,7 @@ def main() -> None:
 
     import torch
 
-    from captum_sscam._core.hardware import cpu_description
-
-    print(cpu_description())
-    print(
-        f"torch {torch.__version__}, {os.confstr('CS_GNU_LIBC_VERSION')}, "
-        f"load average {os.getloadavg()}"
-    )
+    print(machine_header(os.confstr("CS_GNU_LIBC_VERSION") or "not glibc"))
     rows = configurations()
     results: dict[str, list[dict]] = {name: [] for name in rows}
     maps: dict[str, list] = {name: [] for name in rows}

@@ -19,6 +19,8 @@ Freed memory is kept in the process (``keep_freed_memory()``; see
 ``benchmarks/page_faults.py``) so that page faults do not blur the comparison;
 ``CAPTUM_SSCAM_MALLOC=default`` measures with glibc's defaults.
 
+The CPU line is the library's (private) one, through ``benchmarks/_common.py``.
+
 Run (a minute or two on 2 cores, several with ``--compile``; hold the shared lock):
 
     flock /tmp/captum_sscam_heavy.lock env PYTHONPATH=. .venv/bin/python \\
@@ -35,19 +37,17 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _common import lite0, lite0_input, machine_header, photos
 from torch import Tensor
 
-from captum_sscam._core.hardware import cpu_description
-from captum_sscam._core.malloc import keep_freed_memory
-from captum_sscam.apps.data import photo_tensor, resize_photo, skimage_photos
-from captum_sscam.apps.models import efficientnet_lite0, lite0_preprocess
+from captum_sscam import set_keep_freed_memory
 
 Forward = Callable[[Tensor], Tensor]
 
 
 def masked_batch(batch: int, size: int = 224) -> Tensor:
     """``batch`` copies of the coffee photo, each under a random Score-CAM-like mask."""
-    x = lite0_preprocess(photo_tensor(resize_photo(skimage_photos()[0], size)))
+    x = lite0_input(photos()["coffee"], size)
     maps = F.interpolate(torch.rand(batch, 1, 7, 7), size=(size, size), mode="bilinear")
     low = maps.amin(dim=(2, 3), keepdim=True)
     high = maps.amax(dim=(2, 3), keepdim=True)
@@ -89,10 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = build_parser().parse_args()
 
-    malloc = keep_freed_memory()
-    print(cpu_description())
-    print(f"torch {torch.__version__}; malloc: {malloc.reason}; load average {os.getloadavg()}")
-    model = efficientnet_lite0()
+    malloc = set_keep_freed_memory(True)  # CAPTUM_SSCAM_MALLOC=default still opts out
+    print(machine_header(f"malloc: {malloc.reason}"))
+    model, _ = lite0()
     batch = masked_batch(args.batch)
     channels_last = batch.contiguous(memory_format=torch.channels_last)
     rows: dict[str, tuple[Forward, Tensor]] = {

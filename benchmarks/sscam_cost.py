@@ -61,6 +61,21 @@ deletion AUC (lower is better), insertion AUC (higher is better) and the energy
 pointing game (higher is better), with paired differences against Score-CAM; every
 map with ``top_k_channels=--channels`` and bf16 autocast, seed 0.
 
+Measured through the public options (``sample_allocation``, ``noise_sampling``,
+``top_k_channels``, ``return_error=True`` for the standard error, ``autocast_dtype``). The
+per-sample scores of each channel, which a call averages away, come from the library's one
+debugging hook, ``captum_sscam.attr._recording.recording_scores`` (``error``,
+``allocation``). On those recorded scores, offline, the studies use private functions of
+``captum_sscam.attr._sampling``: ``neyman_counts`` (``error``: the engine's adaptive plan at
+the smaller budgets, checked against the recorded call's own counts at its budget;
+``allocation``: the rules compared), ``ChannelStats`` and ``mean_variances`` (``error``: the
+standard error of the prefix maps; the map and standard error rebuilt from all samples are
+checked against the call's returned ones, and a direct call at the smallest budget against its
+prefix) and ``shrunk_variances`` (``allocation``: the former pilot rule). ``shared-noise``
+scores its own masked inputs (the engine has no shared noise), with the engine's masks:
+``captum_sscam.attr._masks.varying_channels`` and ``upsampled_masks``. The layer's
+activation comes from Captum's ``LayerActivation``.
+
 Run (hold the shared lock). With one torch thread (``OMP_NUM_THREADS=1``) on 2 shared
 cores, ``end-to-end`` took about 11 minutes (torchcam at N = 2 1 minute, exact N = 35
 7.6 minutes, the fast path 2 minutes); ``error`` (all channels, 3 photos, 4 seeds,
@@ -88,92 +103,61 @@ import dataclasses
 import json
 import math
 import os
-import resource
 import statistics
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from _common import (
+    GLIBC_DEFAULTS,
+    Usage,
+    auto_dtype,
+    counted_forwards,
+    in_fresh_process,
+    layer_activation,
+    lite0,
+    lite0_input,
+    machine_header,
+    measured,
+    photos,
+    seeded,
+    top1,
+)
 from torch import Tensor, nn
 
 from captum_sscam import ScoreCAM, SmoothedScoreCAM, set_keep_freed_memory
-from captum_sscam._core.hardware import cpu_description, fastest_autocast_dtype
-from captum_sscam._core.malloc import OPT_OUT_VARIABLE
 from captum_sscam.apps.annotated_photos import annotated_photos, choose_target
-from captum_sscam.apps.data import Photo, photo_tensor, resize_photo, skimage_photos
-from captum_sscam.apps.models import (
-    efficientnet_lite0,
-    imagenet_class_names,
-    lite0_preprocess,
-    lite0_target_layer,
-)
-from captum_sscam.attr._layer import layer_activations_and_output
+from captum_sscam.apps.models import imagenet_class_names
 from captum_sscam.attr._masks import upsampled_masks, varying_channels
+from captum_sscam.attr._recording import recording_scores
+from captum_sscam.attr._sampling import (
+    ChannelStats,
+    mean_variances,
+    neyman_counts,
+    shrunk_variances,
+)
 from captum_sscam.metrics import deletion_auc, energy_pointing_game, insertion_auc
 
 SIZE = 224
 
 
 @dataclass(frozen=True)
-class Usage:
-    """Wall, user and system seconds, minor page faults and forwards of one run."""
+class Cost:
+    """What one row cost: its ``Usage`` and the images through the model."""
 
-    wall: float
-    user: float
-    system: float
-    faults: int
+    usage: Usage
     forwards: int
 
-
-@contextmanager
-def counted_forwards(model: nn.Module) -> Iterator[list[int]]:
-    """The number of images through ``model`` inside the block."""
-    count = [0]
-
-    def hook(_module: nn.Module, args: tuple[Tensor, ...]) -> None:
-        count[0] += args[0].shape[0]
-
-    handle = model.register_forward_pre_hook(hook)
-    try:
-        yield count
-    finally:
-        handle.remove()
+    def __str__(self) -> str:
+        return f"{self.usage}, {self.forwards:,} forwards"
 
 
-def measured(model: nn.Module, run: Callable[[], Any]) -> tuple[Usage, Any]:
+def measured_cost(model: nn.Module, run: Callable[[], Any]) -> Cost:
     with counted_forwards(model) as forwards:
-        before = resource.getrusage(resource.RUSAGE_SELF)
-        start = time.perf_counter()
-        result = run()
-        wall = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_SELF)
-    usage = Usage(
-        wall,
-        after.ru_utime - before.ru_utime,
-        after.ru_stime - before.ru_stime,
-        after.ru_minflt - before.ru_minflt,
-        forwards[0],
-    )
-    return usage, result
-
-
-def photo_input(photo: Photo) -> Tensor:
-    """The photo resized to 224 x 224 as a whole, as Lite0's input."""
-    return lite0_preprocess(photo_tensor(resize_photo(photo, SIZE)))
-
-
-def top1(model: nn.Module, x: Tensor) -> int:
-    with torch.no_grad():
-        return int(model(x).argmax())
-
-
-def generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+        usage, _ = measured(run)
+    return Cost(usage, forwards.images)
 
 
 # --------------------------------------------------------------- end to end
@@ -181,38 +165,25 @@ def generator(seed: int) -> torch.Generator:
 
 ROW_NAMES = ("torchcam", "torchcam-plain", "old-default", "exact", "adaptive-fp32", "fast")
 # Rows of calls as they run without this package's memory setting: each in a process of its
-# own with the opt-out set before import, since a process that once kept freed memory
-# (its heap already grown) does not fault like a fresh one even after the setting is undone.
+# own with glibc's own malloc settings from its start (see ``_common.in_fresh_process``).
 PLAIN_ROWS = ("torchcam-plain", "old-default")
 
 
-def in_plain_process(args: argparse.Namespace, row: str) -> Usage:
+def in_plain_process(args: argparse.Namespace, row: str) -> Cost:
     """``row`` measured in a fresh process with glibc's own malloc settings."""
-    command = [
-        sys.executable,
-        __file__,
-        "end-to-end",
-        "--rows",
-        row,
-        "--torchcam-samples",
-        str(args.torchcam_samples),
-        "--old-default-samples",
-        str(args.old_default_samples),
-        "--child",
-    ]
-    environment = {**os.environ, OPT_OUT_VARIABLE: "default"}
-    result = subprocess.run(command, env=environment, capture_output=True, text=True, check=True)
-    lines = result.stdout.splitlines()
-    return Usage(**json.loads(next(line for line in reversed(lines) if line.startswith("{"))))
+    arguments = [__file__, "end-to-end", "--rows", row, "--child"]
+    arguments += ["--torchcam-samples", str(args.torchcam_samples)]
+    arguments += ["--old-default-samples", str(args.old_default_samples)]
+    measured_row = in_fresh_process(arguments, GLIBC_DEFAULTS)
+    return Cost(Usage(**measured_row["usage"]), measured_row["forwards"])
 
 
 def end_to_end(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -> None:
     from torchcam.methods import SSCAM
 
-    photos = {photo.name: photo for photo in skimage_photos()}
-    x = photo_input(photos["coffee"])
+    x = lite0_input(photos()["coffee"], SIZE)
     target = top1(model, x)
-    rows: list[tuple[str, Usage]] = []
+    rows: list[tuple[str, Cost]] = []
 
     def torchcam() -> Tensor:
         shape = tuple(x.shape[1:])
@@ -234,13 +205,13 @@ def end_to_end(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -> 
         "old-default": (
             old_label,
             lambda: SmoothedScoreCAM(model, layer).attribute(
-                x, target=target, nt_samples=old, channels_last=False, generator=generator(0)
+                x, target=target, nt_samples=old, channels_last=False, generator=seeded(0)
             ),
         ),
         "exact": (
             "exact SS-CAM N=35, default call (fp32, uniform)",
             lambda: SmoothedScoreCAM(model, layer).attribute(
-                x, target=target, nt_samples=35, generator=generator(0)
+                x, target=target, nt_samples=35, generator=seeded(0)
             ),
         ),
         "adaptive-fp32": (
@@ -250,7 +221,7 @@ def end_to_end(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -> 
                 target=target,
                 nt_samples=budget,
                 sample_allocation="adaptive",
-                generator=generator(0),
+                generator=seeded(0),
             ),
         ),
         "fast": (
@@ -261,30 +232,31 @@ def end_to_end(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -> 
                 nt_samples=budget,
                 sample_allocation="adaptive",
                 autocast_dtype="auto",
-                generator=generator(0),
+                generator=seeded(0),
             ),
         ),
     }
     if args.child:  # one row, in a process with glibc's own malloc settings
-        usage, _ = measured(model, runs[args.rows[0]][1])
-        print(json.dumps(dataclasses.asdict(usage)))
+        cost = measured_cost(model, runs[args.rows[0]][1])
+        print(json.dumps({"usage": dataclasses.asdict(cost.usage), "forwards": cost.forwards}))
         return
     set_keep_freed_memory(True)  # for torchcam too: what this package's calls do
     for row in ROW_NAMES:
         if row in args.rows:
             label, run = runs[row]
-            usage = in_plain_process(args, row) if row in PLAIN_ROWS else measured(model, run)[0]
-            rows.append((label, usage))
-            print(f"  {label}: {usage}", flush=True)
+            cost = in_plain_process(args, row) if row in PLAIN_ROWS else measured_cost(model, run)
+            rows.append((label, cost))
+            print(f"  {label}: {cost}", flush=True)
     print(f"\nSS-CAM end to end, EfficientNet-Lite0 (pretrained), coffee {SIZE} px, class {target}")
     print("| row | wall s | user s | system s | minor faults | forwards |")
     print("|---|---|---|---|---|---|")
-    for label, usage in rows:
+    for label, cost in rows:
+        usage = cost.usage
         print(
             f"| {label} | {usage.wall:.1f} | {usage.user:.1f} | {usage.system:.2f} "
-            f"| {usage.faults:,} | {usage.forwards:,} |"
+            f"| {usage.faults:,} | {cost.forwards:,} |"
         )
-    wall = {label: usage.wall for label, usage in rows}
+    wall = {label: cost.usage.wall for label, cost in rows}
     if torchcam_label in wall and args.torchcam_samples != 35:
         per_sample = wall[torchcam_label] / args.torchcam_samples
         wall["torchcam SSCAM N=35 (extrapolated)"] = 35 * per_sample
@@ -329,87 +301,105 @@ def end_to_end(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -> 
 # -------------------------------------------------------------------- error
 
 
-@contextmanager
-def recorded_scores() -> Iterator[dict[str, Any]]:
-    """The per-item scores of SS-CAM calls in the block and the work object of the first map.
+@dataclass(frozen=True)
+class RecordedCall:
+    """One SS-CAM call on one example and one target, with every channel's sample scores.
 
-    Benchmark-only instrumentation of the engine's private classes: every
-    ``ChannelStats.add`` (pair indices and scores of a round of items) and the
-    ``_PairWork`` whose ``map_and_error`` turns per-channel means into a map.
+    ``scores[k, j]`` is channel ``channels[k]``'s ``j``-th unit in sample order (an
+    antithetic pair counts once; NaN past ``counts[k]``), recorded by the debugging hook;
+    ``activation`` holds those channels' maps ``A_k`` (Captum's ``LayerActivation``), and
+    ``saliency`` / ``error`` are what the call returned (``return_error=True``).
     """
-    from captum_sscam.attr import _run
-    from captum_sscam.attr import _sampling as _allocation
 
-    record: dict[str, Any] = {"adds": []}
-    add, map_and_error = _allocation.ChannelStats.add, _run._PairWork.map_and_error
+    channels: Tensor  # (K',)
+    scores: Tensor  # (K', units) float64
+    counts: Tensor  # (K',)
+    activation: Tensor  # (K', h, w)
+    saliency: Tensor  # (h, w)
+    error: Tensor  # (h, w)
 
-    def recording_add(stats: Any, pair: Tensor, scores: Tensor) -> None:
-        record["adds"].append((pair.clone(), scores.to(torch.float64)))
-        add(stats, pair, scores)
-
-    def recording_map_and_error(
-        work: Any, means: Tensor, variances: Tensor, with_error: bool = True
-    ) -> Any:
-        record.setdefault("work", work)
-        return map_and_error(work, means, variances, with_error)
-
-    _allocation.ChannelStats.add = recording_add
-    _run._PairWork.map_and_error = recording_map_and_error
-    try:
-        yield record
-    finally:
-        _allocation.ChannelStats.add = add
-        _run._PairWork.map_and_error = map_and_error
+    @property
+    def norms(self) -> Tensor:
+        """``||A_k||``, the engine's adaptive weights (probability mode), in float64."""
+        return self.activation.flatten(1).norm(dim=1).to(torch.float64)
 
 
-def budget_plans(record: dict[str, Any], allocation: str, budgets: list[int]) -> dict:
-    """Units per pair at each budget: ``n`` each (uniform) or the engine's Neyman
-    allocation on ``||A_k||`` (adaptive; no pilot in probability mode)."""
-    from captum_sscam.attr._sampling import neyman_counts
+def recorded_call(
+    model: nn.Module, layer: nn.Module, x: Tensor, target: int, **options: Any
+) -> RecordedCall:
+    """``SmoothedScoreCAM(model, layer).attribute(x, target=target, **options)``, recorded."""
+    with recording_scores() as record:
+        saliency, error = SmoothedScoreCAM(model, layer).attribute(
+            x, target=target, return_error=True, **options
+        )
+    scored = record.joined()
+    if bool((scored.example != 0).any()) or scored.scores.shape[1] != 1:
+        raise RuntimeError("a recorded call explains one example and one target.")
+    channels, pair = scored.channel.unique(return_inverse=True)
+    order = torch.argsort(pair * (int(scored.sample.max()) + 1) + scored.sample)
+    pair, values = pair[order], scored.scores[order, 0]
+    counts = torch.bincount(pair, minlength=len(channels))
+    within = torch.arange(len(pair)) - (torch.cumsum(counts, 0) - counts)[pair]
+    scores = torch.full((len(channels), int(counts.max())), math.nan, dtype=torch.float64)
+    scores[pair, within] = values
+    activation = layer_activation(model, layer, x)[0, channels]
+    return RecordedCall(channels, scores, counts, activation, saliency[0, 0], error[0, 0])
 
-    work = record["work"]
-    pairs = len(work.pairs)
+
+def budget_plans(call: RecordedCall, allocation: str, budgets: list[int]) -> dict[int, Tensor]:
+    """Units per channel at each budget: ``n`` each (uniform) or the engine's Neyman
+    allocation on ``||A_k||`` (adaptive; no pilot in probability mode), which must give
+    the recorded call's own counts at its budget."""
+    pairs = len(call.channels)
     if allocation == "uniform":
-        return {n: torch.full((pairs,), n, dtype=torch.long) for n in budgets}
-    norms = work._activation_norms()
-    example = work.pairs.example
-    return {n: neyman_counts(norms, example, torch.tensor([n * pairs]), 1).cpu() for n in budgets}
+        plans = {n: torch.full((pairs,), n, dtype=torch.long) for n in budgets}
+    else:
+        example = torch.zeros(pairs, dtype=torch.long)
+        plans = {
+            n: neyman_counts(call.norms, example, torch.tensor([n * pairs]), 1) for n in budgets
+        }
+    if not torch.equal(plans[max(budgets)], call.counts):
+        raise RuntimeError(
+            f"the recorded {allocation} call's samples per channel are not this study's plan at "
+            "its budget: the engine's allocation changed, so the smaller budgets' plans are wrong."
+        )
+    return plans
 
 
-def prefix_maps(
-    record: dict[str, Any], plans: dict[int, Tensor], allocation: str
-) -> dict[int, tuple[Tensor, Tensor]]:
-    """Maps and standard errors (before the ReLU) from each pair's first ``plan[p]`` samples.
+def prefix_map(call: RecordedCall, plan: Tensor, allocation: str) -> tuple[Tensor, Tensor]:
+    """Map and standard error (before the ReLU) from each channel's first ``plan[k]`` units.
 
-    The recorded call has no target error: one round of items, pair-major, samples
-    ``0 .. n_p - 1`` of each pair in order. With per-item seeding, those first samples
-    are the samples a call with the smaller budget draws (checked by ``check_prefix``).
+    ``L = sum_k a_k A_k`` and ``SE^2 = sum_k Var(a_k) A_k^2`` (probability mode, the
+    formula of ``captum_sscam.attr._run``), with ``Var(a_k)`` as the engine estimates it
+    (``mean_variances``). With per-item seeding, those first samples are the samples a call
+    with the smaller budget draws (``check_prefix``).
     """
-    from captum_sscam.attr._sampling import ChannelStats, mean_variances
+    if bool((plan > call.counts).any()):
+        raise RuntimeError("the recorded call has too few samples for this budget.")
+    pair, unit = (torch.arange(call.scores.shape[1]) < plan[:, None]).nonzero(as_tuple=True)
+    stats = ChannelStats.empty(len(plan), 1, torch.device("cpu"))
+    stats.add(pair, call.scores[pair, unit][:, None])
+    variances = mean_variances(stats, allocation, torch.zeros_like(plan), 1)[:, 0]
+    activation = call.activation.to(torch.float64)
+    maps = torch.einsum("k,k...->...", stats.means[:, 0], activation)
+    errors = torch.einsum("k,k...->...", variances, activation.square()).clamp(min=0).sqrt()
+    return maps.float(), errors.float()
 
-    ((pair, scores),) = record["adds"]
-    work = record["work"]
-    pair = pair.cpu()
-    if bool((pair[1:] < pair[:-1]).any()):
-        raise RuntimeError("the recorded items are not pair-major: the engine changed.")
-    firsts = torch.searchsorted(pair, torch.arange(len(work.pairs)))
-    within = torch.arange(len(pair)) - firsts[pair]
-    result = {}
-    for n, plan in plans.items():
-        keep = within < plan[pair]
-        if int(keep.sum()) != int(plan.sum()):
-            raise RuntimeError(f"the recorded call has too few samples for budget {n}.")
-        stats = ChannelStats.empty(len(work.pairs), scores.shape[1], scores.device)
-        stats.add(pair[keep], scores[keep])
-        variances = mean_variances(stats, allocation, work.pairs.example, 1)
-        maps, errors = work.map_and_error(stats.means, variances)
-        result[n] = (maps.float(), errors.float())
-    return result
+
+def check_rebuilt(call: RecordedCall, allocation: str) -> None:
+    """The map and standard error rebuilt from all recorded samples are the call's own."""
+    saliency, error = prefix_map(call, call.counts, allocation)
+    for name, rebuilt, returned in (("map", saliency, call.saliency), ("error", error, call.error)):
+        difference = float((rebuilt - returned).abs().max() / returned.abs().max())
+        if difference > 1e-4:
+            raise RuntimeError(
+                f"the {name} rebuilt from the recorded scores differs from the call's by "
+                f"{difference:.1e} of its maximum: the recording or the formula changed."
+            )
 
 
 def error_study(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -> None:
-    photos = {photo.name: photo for photo in skimage_photos()}
-    method = SmoothedScoreCAM(model, layer)
+    named = photos()
     budgets = {"uniform": args.uniform_budgets, "adaptive": args.adaptive_budgets}
     largest = max(args.uniform_budgets)
     common = {
@@ -422,29 +412,33 @@ def error_study(args: argparse.Namespace, model: nn.Module, layer: nn.Module) ->
     }
     table: dict[str, dict[str, dict[int, dict[str, float]]]] = {}
     for photo_index, name in enumerate(args.photos):
-        x = photo_input(photos[name])
+        x = lite0_input(named[name], SIZE)
         target = top1(model, x)
         maps: dict[str, dict[int, list[Tensor]]] = {"uniform": {}, "adaptive": {}}
         errors: dict[str, dict[int, list[Tensor]]] = {"uniform": {}, "adaptive": {}}
         forwards: dict[str, dict[int, int]] = {"uniform": {}, "adaptive": {}}
         for seed in range(args.seeds):
             for allocation, allocation_budgets in budgets.items():
-                with recorded_scores() as record:
-                    method.attribute(
-                        x,
-                        target=target,
-                        nt_samples=max(allocation_budgets),
-                        sample_allocation=allocation,
-                        generator=generator(seed),
-                        **common,
-                    )
-                plans = budget_plans(record, allocation, allocation_budgets)
-                for n, (saliency, error) in prefix_maps(record, plans, allocation).items():
+                call = recorded_call(
+                    model,
+                    layer,
+                    x,
+                    target,
+                    nt_samples=max(allocation_budgets),
+                    sample_allocation=allocation,
+                    generator=seeded(seed),
+                    **common,
+                )
+                check_rebuilt(call, allocation)
+                plans = budget_plans(call, allocation, allocation_budgets)
+                for n, plan in plans.items():
+                    saliency, error = prefix_map(call, plan, allocation)
                     maps[allocation].setdefault(n, []).append(saliency)
                     errors[allocation].setdefault(n, []).append(error)
-                    forwards[allocation][n] = int(plans[n].sum())
+                    forwards[allocation][n] = int(plan.sum())
                 if photo_index == 0 and seed == 0:
-                    check_prefix(method, x, target, common, allocation, maps[allocation])
+                    n = min(allocation_budgets)
+                    check_prefix(model, layer, x, target, common, allocation, n, plans[n], call)
             print(f"  {name} (class {target}), seed {seed} done", flush=True)
         reference = torch.stack(maps["uniform"][largest]).mean(0).norm()
         table[name] = {
@@ -464,27 +458,36 @@ def error_study(args: argparse.Namespace, model: nn.Module, layer: nn.Module) ->
 
 
 def check_prefix(
-    method: SmoothedScoreCAM,
+    model: nn.Module,
+    layer: nn.Module,
     x: Tensor,
     target: int,
     common: dict[str, Any],
     allocation: str,
-    prefix_maps: dict[int, list[Tensor]],
+    n: int,
+    plan: Tensor,
+    call: RecordedCall,
 ) -> None:
-    """A direct call at the smallest budget equals the recorded call's prefix."""
-    n = min(prefix_maps)
-    direct = method.attribute(
-        x, target=target, nt_samples=n, sample_allocation=allocation, generator=generator(0),
+    """A direct seed-0 call at budget ``n``: its samples per channel are ``plan`` and its map
+    and standard error are the recorded seed-0 call's prefix."""
+    direct = recorded_call(
+        model, layer, x, target, nt_samples=n, sample_allocation=allocation, generator=seeded(0),
         **common,
     )  # fmt: skip
-    prefix = prefix_maps[n][0]
-    difference = float((direct - prefix).abs().max() / prefix.abs().max())
-    print(
-        f"  check: {allocation} nt_samples={n} call vs the first samples of the large call: "
-        f"max difference {difference:.1e} of the map's maximum"
-    )
-    if difference > 1e-4:
-        raise RuntimeError("prefix maps differ from direct calls: seeding is not per item.")
+    if not torch.equal(direct.counts, plan):
+        raise RuntimeError(f"a direct {allocation} call at N={n} does not follow the plan.")
+    rebuilt_map, rebuilt_error = prefix_map(call, plan, allocation)
+    for name, returned, rebuilt in (
+        ("map", direct.saliency, rebuilt_map),
+        ("error", direct.error, rebuilt_error),
+    ):
+        difference = float((returned - rebuilt).abs().max() / rebuilt.abs().max())
+        print(
+            f"  check: {allocation} nt_samples={n} call vs the first samples of the large call: "
+            f"{name}'s max difference {difference:.1e} of its maximum"
+        )
+        if difference > 1e-4:
+            raise RuntimeError("prefix maps differ from direct calls: seeding is not per item.")
 
 
 def spread(maps: list[Tensor]) -> float:
@@ -550,15 +553,14 @@ def cell(row: dict[str, float] | None, key: str, spec: str = ".4f") -> str:
 
 
 def sampled_scores(
-    method: SmoothedScoreCAM, x: Tensor, target: int, samples: int, **kwargs: Any
+    model: nn.Module, layer: nn.Module, x: Tensor, target: int, samples: int, **options: Any
 ) -> tuple[Tensor, Tensor]:
-    """``(P, samples)`` recorded scores of a uniform call (units: antithetic pairs count
-    once) and the pairs' activation norms ``(P,)``."""
-    with recorded_scores() as record:
-        method.attribute(x, target=target, nt_samples=samples, generator=generator(123), **kwargs)
-    ((_, scores),) = record["adds"]
-    work = record["work"]
-    return scores[:, 0].view(len(work.pairs), -1), work._activation_norms()
+    """``(K', units)`` recorded scores of a uniform call with ``samples`` per channel (an
+    antithetic pair is one unit) and the channels' activation norms ``(K',)``."""
+    call = recorded_call(
+        model, layer, x, target, nt_samples=samples, generator=seeded(123), **options
+    )
+    return call.scores, call.norms
 
 
 def map_variance(norms: Tensor, variances: Tensor, counts: Tensor) -> float:
@@ -568,8 +570,6 @@ def map_variance(norms: Tensor, variances: Tensor, counts: Tensor) -> float:
 
 def neyman(weights: Tensor, units: int) -> Tensor:
     """The engine's allocation of ``units`` over one example's pairs, by ``weights``."""
-    from captum_sscam.attr._sampling import neyman_counts
-
     example = torch.zeros(len(weights), dtype=torch.long)
     return neyman_counts(weights, example, torch.tensor([units]), 1).double()
 
@@ -579,8 +579,6 @@ def piloted_variance(
 ) -> float:
     """Mean map variance (relative to uniform) of a 2-sample pilot drawn from ``scores``,
     shrunk variances and Neyman allocation of the rest, the pilot left out."""
-    from captum_sscam.attr._sampling import ChannelStats, shrunk_variances
-
     pairs = len(norms)
     variances = scores.var(dim=1)
     uniform = map_variance(norms, variances, torch.full((pairs,), float(budget)))
@@ -607,8 +605,7 @@ def allocation_study(args: argparse.Namespace, model: nn.Module, layer: nn.Modul
     2-sample pilot with shrunk variances then Neyman on the rest (the pilot left out of
     the means), averaged over ``--pilot-draws`` random pilots drawn from the pool.
     """
-    photos = {photo.name: photo for photo in skimage_photos()}
-    method = SmoothedScoreCAM(model, layer)
+    named = photos()
     common = {
         "autocast_dtype": "auto",
         "channels_last": True,
@@ -628,18 +625,18 @@ def allocation_study(args: argparse.Namespace, model: nn.Module, layer: nn.Modul
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.photos:
-        x = photo_input(photos[name])
+        x = lite0_input(named[name], SIZE)
         target = top1(model, x)
         for noise_on in ("mask", "input"):
             scores, norms = sampled_scores(
-                method, x, target, args.pool, noise_on=noise_on, **common
+                model, layer, x, target, args.pool, noise_on=noise_on, **common
             )
             pairs = len(norms)
             variances = scores.var(dim=1)
             antithetic = "-"
             if args.antithetic:
                 pair_means, _ = sampled_scores(
-                    method, x, target, args.pool, noise_on=noise_on,
+                    model, layer, x, target, args.pool, noise_on=noise_on,
                     noise_sampling="antithetic", **common,
                 )  # fmt: skip
                 ratio = (norms.square() * pair_means.var(dim=1)).sum() / (
@@ -674,8 +671,8 @@ CONTROL_MASKS = ("zero", "mean")
 
 def shared_noise(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -> None:
     """Shared noise and per-item control variates against independent noise (see the top)."""
-    photos = {photo.name: photo for photo in skimage_photos()}
-    dtype = fastest_autocast_dtype("cpu")
+    named = photos()
+    dtype = auto_dtype("cpu")
     model = model.to(memory_format=torch.channels_last)
     print(
         f"\nShared noise and control variates, stdevs {args.stdev:g}, {args.pool} shared draws, "
@@ -688,10 +685,9 @@ def shared_noise(args: argparse.Namespace, model: nn.Module, layer: nn.Module) -
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.photos:
-        x = photo_input(photos[name])
+        x = lite0_input(named[name], SIZE)
         target = top1(model, x)
-        with torch.no_grad():
-            (activation,), _ = layer_activations_and_output(model, layer, (x,), None, None, False)
+        activation = layer_activation(model, layer, x)
         active = varying_channels(activation)[0]
         maps = activation[0, active].double().flatten(1)  # (K', S)
         masks = upsampled_masks(activation[0, active].float(), x.shape[2:])
@@ -728,7 +724,7 @@ def masked_scorer(
 
     def score(masks: Tensor, seed: int) -> Tensor:
         shape = (1, *x.shape[2:]) if noise_on == "mask" else tuple(x.shape[1:])
-        noise = torch.randn(shape, generator=generator(seed)) * stdev
+        noise = torch.randn(shape, generator=seeded(seed)) * stdev
         out = []
         for start in range(0, len(masks), 64):
             mask = masks[start : start + 64].unsqueeze(1)
@@ -783,14 +779,14 @@ def noise_level(args: argparse.Namespace, model: nn.Module, layer: nn.Module) ->
                     nt_samples=args.noise_samples,
                     stdevs=stdev,
                     noise_on=noise_on,
-                    generator=generator(0),
+                    generator=seeded(0),
                     **common,
                 )
             )
     scores: dict[str, list[tuple[float, float, float]]] = {label: [] for label in configurations}
     for name in args.box_photos:
         photo, objects = photos[name]
-        x = photo_input(photo)
+        x = lite0_input(photo, SIZE)
         with torch.no_grad():
             probabilities = model(x).softmax(1)[0]
         target, boxes = choose_target(probabilities, objects, names)
@@ -891,10 +887,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = build_parser().parse_args()
-    print(cpu_description())
-    print(f"torch {torch.__version__}, load average {os.getloadavg()}, {time.strftime('%F %R %Z')}")
-    model = efficientnet_lite0()
-    layer = lite0_target_layer(model)
+    print(machine_header())
+    model, layer = lite0()
     parts = {
         "end-to-end": end_to_end,
         "error": error_study,
