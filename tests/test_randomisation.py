@@ -224,6 +224,26 @@ def test_seeded_runs_are_reproducible_and_seeds_differ() -> None:
     torch.testing.assert_close(first.original, other.original)
 
 
+def test_original_maps_given_save_one_attribution_and_give_the_same_result() -> None:
+    model, calls = TwoLinear(), []
+
+    def make_method(copy_: nn.Module) -> Saliency:
+        calls.append(copy_)
+        return Saliency(copy_)
+
+    kwargs = {"abs": False}
+    computed = model_randomisation(model, make_method, X_GRAD, 2, attribute_kwargs=kwargs)
+    original = Saliency(model).attribute(X_GRAD, target=2, abs=False)
+    calls.clear()
+    given = model_randomisation(
+        model, make_method, X_GRAD, 2, attribute_kwargs=kwargs, original=original
+    )
+    assert len(calls) == 2  # the steps only
+    assert torch.equal(given.spearman, computed.spearman) and torch.equal(given.ssim, computed.ssim)
+    with pytest.raises(ValueError, match=r"original maps \(2, 3, 4, 3\)"):
+        model_randomisation(model, saliency, X_GRAD, 2, original=original[..., :3])
+
+
 class NoisyIntensity:
     """The input's intensity plus noise from the global generator and from ``generator``."""
 

@@ -92,7 +92,7 @@ class Randomisation:
 
 def _median(values: Tensor) -> str:
     defined = values[~values.isnan()]
-    return "undefined" if defined.numel() == 0 else f"{float(defined.median()):.3f}"
+    return "undefined" if defined.numel() == 0 else f"{float(defined.quantile(0.5)):.3f}"
 
 
 def model_randomisation(
@@ -107,6 +107,7 @@ def model_randomisation(
     seed: int = 0,
     return_maps: bool = False,
     show_progress: bool | None = None,
+    original: Tensor | None = None,
 ) -> Randomisation:
     r"""The model parameter randomisation test: does the map change with the weights?
 
@@ -142,7 +143,8 @@ def model_randomisation(
     restored, a ``torch.Generator`` in ``attribute_kwargs`` rewound to its starting
     state), so a stochastic method such as SS-CAM draws the same noise at every step
     and the comparison measures the weights, not the noise. The test costs
-    ``len(layers) + 1`` attributions.
+    ``len(layers) + 1`` attributions (``len(layers)`` with ``original`` given) and one
+    deep copy of the model (one per step more with ``"independent"``).
 
     Args:
         model: the model to test (``nn.Module``).
@@ -167,8 +169,12 @@ def model_randomisation(
         seed: the re-initialisation's seed.
         return_maps: also return the original maps and each step's maps.
         show_progress: a progress bar over the steps; ``None`` (default) shows it when
-            the steps are expected to take longer than 10 s (the original map's time
+            the steps are expected to take longer than 10 s (the first attribution's time
             per step).
+        original: the original maps, when you have them already: what
+            ``make_method(model).attribute(inputs, target=target, **attribute_kwargs)``
+            returned (for a stochastic method, drawn from the random state this call
+            starts from); saves one attribution. ``None`` (default): computed first.
 
     Returns:
         A [Randomisation][captum_sscam.metrics.Randomisation]: ``layers``,
@@ -203,8 +209,10 @@ def model_randomisation(
         )
     names = _checked_layers(model, layers)
 
-    pristine = copy.deepcopy(model)
-    with model_in_eval_mode(pristine), _same_randomness(pristine, inputs, kwargs) as rewind:
+    given = None if original is None else _one_map(original, "the original maps given").detach()
+
+    working = copy.deepcopy(model)  # the cascade's copy; independent steps copy it again
+    with model_in_eval_mode(working), _same_randomness(working, inputs, kwargs) as rewind:
 
         def attribute(copy_: nn.Module, step: str) -> Tensor:
             method = make_method(copy_)
@@ -218,25 +226,37 @@ def model_randomisation(
             return maps.detach()
 
         began = time.perf_counter()
-        original = attribute(copy.deepcopy(pristine), "the original model")
-        seconds = time.perf_counter() - began
-        show = seconds * len(names) > PROGRESS_SECONDS if show_progress is None else show_progress
-        cascade = copy.deepcopy(pristine) if order == "cascading" else None
-        maps = []
-        for name in tqdm(names, desc="randomisation", unit="step", disable=not show, leave=False):
-            randomised = cascade if cascade is not None else copy.deepcopy(pristine)
-            reinitialise(randomised.get_submodule(name), _module_seed(seed, name))
-            step_maps = attribute(randomised, f"the step randomising {name!r}")
-            if step_maps.shape != original.shape:
-                raise ValueError(
-                    f"the maps after randomising {name!r} have shape {tuple(step_maps.shape)}, "
-                    f"the original maps {tuple(original.shape)}; the method must return maps "
-                    "of one shape for one input."
-                )
-            maps.append(step_maps)
+        reference = attribute(working, "the original model") if given is None else given
+        maps: list[Tensor] = []
+        bar: tqdm | None = None
+        try:
+            for index, name in enumerate(names):
+                if bar is None and (given is None or index == 1):
+                    seconds = (time.perf_counter() - began) * (len(names) - index)
+                    show = seconds > PROGRESS_SECONDS if show_progress is None else show_progress
+                    bar = tqdm(
+                        total=len(names), initial=index, desc="randomisation", unit="step",
+                        disable=not show, leave=False,
+                    )  # fmt: skip
+                randomised = working if order == "cascading" else copy.deepcopy(working)
+                reinitialise(randomised.get_submodule(name), _module_seed(seed, name))
+                step_maps = attribute(randomised, f"the step randomising {name!r}")
+                if step_maps.shape != reference.shape:
+                    raise ValueError(
+                        f"the maps after randomising {name!r} have shape "
+                        f"{tuple(step_maps.shape)}, the original maps {tuple(reference.shape)}; "
+                        "the method must return maps of one shape for one input (and "
+                        "original=, when given, the maps of these inputs)."
+                    )
+                maps.append(step_maps)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
 
-    stacked = torch.stack(maps)
-    reference = original.cpu()
+    stacked, original_maps = torch.stack(maps), reference
+    reference = reference.cpu()
     return Randomisation(
         layers=tuple(names),
         order=order,
@@ -245,7 +265,7 @@ def model_randomisation(
         ssim=torch.stack([ssim(m.cpu(), reference) for m in maps]),
         constant=torch.stack([is_constant(m.cpu()) for m in maps]),
         original_constant=is_constant(reference),
-        original=original if return_maps else None,
+        original=original_maps if return_maps else None,
         maps=stacked if return_maps else None,
     )
 
