@@ -7,6 +7,7 @@ a time, with its own forward hook. The package is checked against it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ def reference_score_cam(
     model: nn.Module,
     layer: nn.Module,
     x: Tensor,
-    classes: list[int],
+    classes: list[int] | None,
     score_mode: str = "probability",
     baseline: Tensor | None = None,
     samples: int = 1,
@@ -41,27 +42,37 @@ def reference_score_cam(
     reshape: Callable[[Tensor], Tensor] | None = None,
     noise_on: str = "mask",
     relu: bool = True,
+    score_of: Callable[[Any, int], float] | None = None,
 ) -> Tensor:
     """Score-CAM / SS-CAM / IS-CAM maps ``(N, 1, h, w)`` for one class per example.
 
     ``noise(shape, example, channel, sample)`` gives SS-CAM's draw for one work
     item; ``mask_scales`` (one per sample) gives IS-CAM's scaled masks; ``reshape``
     turns the layer's output into ``(N, K, h, w)`` maps. A channel whose map is
-    constant, at the layer's resolution or once resized, gets weight 0.
+    constant, at the layer's resolution or once resized, gets weight 0. The score of
+    one input is class ``classes[n]``'s softmax probability, sigmoid or logit by
+    ``score_mode`` ("channel_softmax": the logit); or, with ``score_of(output, n)``,
+    that function of the model's output for the one input, made from example ``n``.
     """
     activations = layer_output(model, layer, x)
     if reshape is not None:
         activations = reshape(activations)
     maps = []
     for n in range(x.shape[0]):
-        image, cls = x[n], classes[n]
+        image = x[n]
 
-        def score(masked: Tensor, cls: int = cls) -> float:
+        def score(masked: Tensor, n: int = n) -> float:
             with torch.no_grad():
-                out = model(masked.unsqueeze(0))[0]
+                output = model(masked.unsqueeze(0))
+            if score_of is not None:
+                return float(score_of(output, n))
+            assert classes is not None
+            logits = output[0]
             if score_mode == "probability":
-                out = torch.softmax(out, dim=0)
-            return float(out[cls])
+                return float(torch.softmax(logits, dim=0)[classes[n]])
+            if score_mode == "sigmoid":
+                return float(torch.sigmoid(logits[classes[n]]))
+            return float(logits[classes[n]])
 
         base = score(baseline[n]) if baseline is not None else 0.0
         channel_scores, valid = [], []

@@ -12,9 +12,13 @@ Two rules hold for every forward the package makes:
 - tensors in ``additional_forward_args`` follow their example: Captum's contract
   is that a tensor argument's first dimension is the batch, so row ``i`` belongs
   to example ``i`` (``check_forward_args``, ``follow_example``);
-- targets are flat indices ``(N, T)`` into each example's output
-  (``flat_target_indices``), and a score is a
-  class probability (softmax over dim 1) or the raw output (``select_scores``).
+- a target is resolved once, on the capture forward (``resolve_targets``): flat
+  indices ``(N, T)`` into each example's output, whose score is a class
+  probability (softmax over dim 1), a class's own sigmoid or the raw output
+  (``select_scores``); or a callable of the output whose scores are used as they are.
+
+A score mode (``SCORE_RULES``) says both how a masked input is scored and how the
+channels' scores become weights, in one place.
 """
 
 from __future__ import annotations
@@ -30,23 +34,54 @@ from captum._utils.common import _run_forward
 from torch import Tensor
 from tqdm.auto import tqdm
 
-SCORE_KINDS: tuple[str, ...] = ("probability", "logit")
+from captum_sscam._core.targets import Targets
+
+SCORE_KINDS: tuple[str, ...] = ("probability", "sigmoid", "logit")
+
+
+@dataclass(frozen=True)
+class ScoreRule:
+    """One score mode: how a masked input is scored, and how channel scores become weights.
+
+    ``score_kind`` is what ``select_scores`` takes of the model's output ``z`` for an
+    index target ``c``; ``softmax_weights`` says whether the channels' scores ``a_k``
+    become weights ``w = softmax_k(a)`` over the scored channels (else ``w = a``, the
+    official code). A callable target's scores are used as they are (no ``score_kind``),
+    and weighted by ``softmax_weights`` all the same.
+    """
+
+    score_kind: str
+    softmax_weights: bool
+
+
+SCORE_RULES: dict[str, ScoreRule] = {
+    # softmax_c(z): single-label classifiers; w = a (the official Score-CAM code)
+    "probability": ScoreRule("probability", softmax_weights=False),
+    # sigmoid(z_c): multi-label classifiers, each class on its own; w = a
+    "sigmoid": ScoreRule("sigmoid", softmax_weights=False),
+    # z_c: regression, unnormalised scores; w = a (the official weights on the raw output)
+    "logit": ScoreRule("logit", softmax_weights=False),
+    # z_c, w = softmax_k(a): the paper's Algorithm 1, torchcam, grad-cam
+    "channel_softmax": ScoreRule("logit", softmax_weights=True),
+}
 # A progress bar by default once a call makes more masked forwards than this.
 PROGRESS_THRESHOLD = 1000
 
 
 def select_scores(output: Tensor, targets: Tensor, score_kind: str) -> Tensor:
-    """Scores ``(B, T)`` of the flat ``targets`` ``(B, T)`` in a model ``output``.
+    r"""Scores ``(B, T)`` of the flat ``targets`` ``(B, T)`` in a model ``output`` ``z``.
 
-    ``probability``: softmax over the class dimension (dim 1), as the official
-    Score-CAM code does; ``logit``: the raw output. An output with a single
-    value per example is used as it is in both modes.
+    ``probability``: $\mathrm{softmax}(z)_c = e^{z_c} / \sum_j e^{z_j}$ over the class
+    dimension (dim 1), as the official Score-CAM code does (an output with a single
+    value per example is used as it is); ``sigmoid``: $\sigma(z_c) = 1 / (1 + e^{-z_c})$,
+    each class on its own (multi-label); ``logit``: the raw output $z_c$.
     """
     output = output.to(torch.promote_types(output.dtype, torch.float32))
     flat = output.reshape(output.shape[0], -1)
     if score_kind == "probability" and flat.shape[1] > 1:
         flat = output.softmax(dim=1).reshape(output.shape[0], -1)
-    return flat.gather(1, targets)
+    scores = flat.gather(1, targets)
+    return scores.sigmoid() if score_kind == "sigmoid" else scores
 
 
 def check_forward_args(args: tuple[Any, ...] | None, num_examples: int) -> None:
@@ -138,7 +173,8 @@ class BatchScorer:
     Args:
         forward_func: the model (or any function of the inputs).
         forward_args: ``additional_forward_args`` (checked by ``check_forward_args``).
-        score_kind: ``"probability"`` or ``"logit"`` (see ``select_scores``).
+        score_kind: ``"probability"``, ``"sigmoid"`` or ``"logit"``: how an index
+            target's score is taken of the output (see ``select_scores``).
         batch_size: items per forward pass.
         autocast_dtype: run forwards under ``torch.autocast`` with this dtype, or
             ``None`` for the inputs' own precision. Scores are taken in float32.
@@ -166,15 +202,16 @@ class BatchScorer:
         num_items: int,
         examples: Tensor,
         build: Callable[[int, int], tuple[Tensor, ...]],
-        targets: Tensor,
+        targets: Targets,
         progress: tqdm | None = None,
     ) -> Tensor:
         """``(num_items, T)`` scores; ``build(start, stop)`` makes the items' inputs.
 
         ``examples`` ``(num_items,)`` holds each item's example, which picks its
-        targets (rows of ``targets``, ``(N, T)``) and forward arguments.
+        targets (rows of ``targets.indices``, or the examples a callable target is
+        told) and forward arguments.
         """
-        out = torch.empty(num_items, targets.shape[1], device=targets.device)
+        out = torch.empty(num_items, targets.num_targets, device=targets.device)
         for start in range(0, num_items, self.batch_size):
             stop = min(start + self.batch_size, num_items)
             batch, batch_examples = build(start, stop), examples[start:stop]
@@ -210,10 +247,14 @@ class BatchScorer:
         self,
         batch: tuple[Tensor, ...],
         examples: Tensor,
-        targets: Tensor,
+        targets: Targets,
         channels_last: bool = False,
     ) -> Tensor:
-        """Scores ``(B, T)`` of one batch whose rows belong to ``examples``."""
+        """Scores ``(B, T)`` of one batch whose rows belong to ``examples``.
+
+        An index target needs a Tensor output with one row per input; a callable
+        target gets the output as it is (a tensor, tuple, dict, list of dicts) and
+        its result is checked (``Targets.called``)."""
         rows, forward_examples = batch[0].shape[0], examples
         if self.fixed_batches and rows < self.batch_size:
             batch, forward_examples = _padded(batch, examples, self.batch_size)
@@ -228,13 +269,16 @@ class BatchScorer:
             output = _run_forward(
                 self.forward_func, batch, None, follow_example(self.forward_args, forward_examples)
             )
+        if targets.indices is None:
+            return targets.called(output, forward_examples)[:rows]
         if not isinstance(output, Tensor) or output.shape[0] != batch[0].shape[0]:
             raise RuntimeError(
                 "the model must return a Tensor with one row per input example; got "
                 f"{getattr(output, 'shape', type(output).__name__)} for "
                 f"{batch[0].shape[0]} examples."
             )
-        return select_scores(output[:rows], targets[examples.to(targets.device)], self.score_kind)
+        indices = targets.indices[examples.to(targets.device)]
+        return select_scores(output[:rows], indices, self.score_kind)
 
     def _precision(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
         if self.autocast_dtype is None:
@@ -249,5 +293,3 @@ def _padded(
     extra = size - examples.shape[0]
     batch = tuple(torch.cat([x, x[-1:].expand(extra, *x.shape[1:])]) for x in batch)
     return batch, torch.cat([examples, examples[-1:].expand(extra)])
-
-

@@ -37,8 +37,9 @@ def layer_activations_and_output(
     additional_forward_args: tuple[Any, ...] | None,
     device_ids: list[int] | None,
     attribute_to_layer_input: bool,
-) -> tuple[tuple[Tensor, ...], Tensor]:
-    """Run the model once; return the layer's tensors and the model output.
+) -> tuple[tuple[Tensor, ...], Any]:
+    """Run the model once; return the layer's tensors and the model output (as it is:
+    a Tensor, or a tuple, dict, list of dicts for a callable target).
 
     The activations come from Captum's own forward hooks (which are removed
     before this returns, also on error). A layer that runs several times in one
@@ -79,12 +80,7 @@ def layer_activations_and_output(
         )
     device_ids = _extract_device_ids(forward_func, saved_layer, device_ids)
     activations = _gather_distributed_tensors(saved_layer[layer], device_ids=device_ids)
-    if not isinstance(output, Tensor):
-        raise TypeError(
-            f"the model must return a Tensor, got {type(output).__name__}; wrap it in a "
-            "function that returns the scores to explain."
-        )
-    return activations, output
+    return activations, output  # any output: the target says how it is scored
 
 
 def check_reshape_transform(reshape_transform: object) -> None:

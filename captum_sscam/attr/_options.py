@@ -15,9 +15,10 @@ import torch
 from captum_sscam._core.caller_warnings import warn
 from captum_sscam._core.checks import check_choice, check_flag, check_positive_int
 from captum_sscam._core.hardware import cpu_description, fastest_autocast_dtype
+from captum_sscam._core.scorer import SCORE_RULES
 
-ScoreMode = Literal["probability", "channel_softmax"]
-SCORE_MODES: tuple[str, ...] = ("probability", "channel_softmax")
+ScoreMode = Literal["probability", "sigmoid", "logit", "channel_softmax"]
+SCORE_MODES: tuple[str, ...] = tuple(SCORE_RULES)
 ChannelCriterion = Literal["variance", "energy"]
 CHANNEL_CRITERIA: tuple[str, ...] = ("variance", "energy")
 AUTOCAST_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float16)
@@ -75,5 +76,11 @@ class ScoreCAMOptions:
 
     @property
     def score_kind(self) -> str:
-        """What one masked input's score is: a class ``"probability"`` or a ``"logit"``."""
-        return "logit" if self.score_mode == "channel_softmax" else "probability"
+        """How an index target scores a masked input: ``"probability"``, ``"sigmoid"`` or
+        ``"logit"`` (``_core.scorer.SCORE_RULES``)."""
+        return SCORE_RULES[self.score_mode].score_kind
+
+    @property
+    def softmax_weights(self) -> bool:
+        """Whether the channels' scores become weights by ``softmax_k`` (else ``w = a``)."""
+        return SCORE_RULES[self.score_mode].softmax_weights

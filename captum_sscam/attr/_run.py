@@ -3,8 +3,9 @@
 For every (example, channel) pair that has a mask, the engine scores perturbed
 masked inputs; their mean is the channel's score ``a_k``. How many samples each
 pair gets is the ``Sampling``'s business. The
-map is ``L = ReLU(sum_k w_k A_k)`` with ``w = a`` (probability mode) or
-``w = softmax_k(a)`` (channel-softmax mode). Its Monte-Carlo standard error,
+map is ``L = ReLU(sum_k w_k A_k)`` with ``w = a`` (the probability, sigmoid and logit
+modes) or ``w = softmax_k(a)`` (channel-softmax mode; ``options.softmax_weights``).
+Its Monte-Carlo standard error,
 before the ReLU, follows from the independent channel estimates:
 
     Var L(x) = sum_k (dL/da_k)(x)^2 Var(a_k),  dL/da_k = A_k  or  w_k (A_k - L).
@@ -22,6 +23,7 @@ from torch import Tensor
 
 from captum_sscam._core.caller_warnings import warn
 from captum_sscam._core.scorer import BatchScorer, progress_bar
+from captum_sscam._core.targets import Targets, check_finite_scores
 from captum_sscam.attr._channels import top_k_channels
 from captum_sscam.attr._masked_inputs import MaskedInputs
 from captum_sscam.attr._masks import varying_channels
@@ -46,7 +48,7 @@ class LayerRun:
     scorer: BatchScorer
     inputs: tuple[Tensor, ...]
     baselines: tuple[Tensor, ...] | None
-    targets: Tensor
+    targets: Targets
     options: ScoreCAMOptions
     perturbation: Perturbation
     sampling: Sampling
@@ -75,17 +77,23 @@ class LayerRun:
                 estimates, variances = work.adaptive(progress)
             else:
                 estimates, variances = work.uniform(progress)
+        if self.targets.function is not None:  # a callable's NaN would spread into the maps
+            check_finite_scores(estimates.means, "some masked inputs")
         maps, errors = work.map_and_error(estimates.means, variances, self.return_error)
         if self.options.relu_attributions:
             maps = torch.relu(maps)
         return maps, errors
 
     def _baseline_scores(self) -> Tensor | None:
-        """``score(b)`` ``(N, T)``, subtracted from every channel's score, or ``None``."""
+        """``score(b)`` ``(N, T)``, subtracted from every channel's score, or ``None``
+        (a callable target scores the baselines too, and must give finite scores)."""
         if self.baselines is None:
             return None
-        examples = torch.arange(self.targets.shape[0], device=self.targets.device)
-        return self.scorer.score_batch(self.baselines, examples, self.targets)
+        examples = torch.arange(self.targets.num_examples, device=self.targets.device)
+        scores = self.scorer.score_batch(self.baselines, examples, self.targets)
+        if self.targets.function is not None:
+            check_finite_scores(scores, "the baselines")
+        return scores
 
 
 @dataclass(frozen=True)
@@ -124,8 +132,9 @@ class _PairWork:
 
         Units per pair ``n_k`` proportional to the gain ``||dL/da_k||``: the
         allocation minimising the map's variance ``sum_k ||dL/da_k||^2 sigma_k^2 / n_k``
-        when the channels' score variances ``sigma_k^2`` are equal. In probability
-        mode the gain is ``||A_k||``, known before any sample: the allocation
+        when the channels' score variances ``sigma_k^2`` are equal. With ``w = a``
+        (every mode but channel-softmax) the gain is ``||A_k||``, known before any
+        sample: the allocation
         depends on no score, so every sample counts in its channel's mean and the
         estimate is unbiased. In channel-softmax mode the gains depend on the
         weights, so a pilot estimates them (and ``sigma_k``); its samples decide
@@ -163,7 +172,7 @@ class _PairWork:
         """``(P,)``: the Neyman weights, ``sqrt(sum_t gain_t^2 sigma_t^2)`` per pair."""
         sampling = self.run.sampling
         if not sampling.pilot:
-            return self._activation_norms()  # probability mode; sigma_k equal in an example
+            return self._activation_norms()  # w = a; sigma_k equal in an example
         pilot = self._empty_stats()
         self._score_into(pilot, self._items(np.full(len(self.pairs), sampling.pilot)), progress)
         variances = shrunk_variances(pilot, self.pairs.example, self.num_examples)
@@ -176,7 +185,7 @@ class _PairWork:
         scores = self._dense(means)
         activation = self.activation.to(torch.float64)
         dtype = self.activation.dtype
-        if self.run.options.score_mode == "channel_softmax":
+        if self.run.options.softmax_weights:
             weights = scores.masked_fill(~self.active.unsqueeze(2), float("-inf")).softmax(1)
             weights = weights.nan_to_num(0.0)
             maps = torch.einsum("nkt,nk...->nt...", weights, activation)
@@ -201,13 +210,13 @@ class _PairWork:
         )
 
     def _activation_norms(self) -> Tensor:
-        """``(P,)``: ``||A_k||``, the gain of every pair in probability mode."""
+        """``(P,)``: ``||A_k||``, the gain of every pair when ``w = a``."""
         norms = self.activation.flatten(2).norm(dim=2)[self.pairs.example, self.pairs.channel]
         return norms.to(torch.float64)
 
     def _gains(self, means: Tensor) -> Tensor:
         """``(P, T)``: the norm of ``dL_t / da_k`` over the map in channel-softmax mode, from
-        the pilot's means (in probability mode it is ``_activation_norms``, needing no pilot)."""
+        the pilot's means (with ``w = a`` it is ``_activation_norms``, needing no pilot)."""
         scores = self._dense(means)
         weights = scores.masked_fill(~self.active.unsqueeze(2), float("-inf")).softmax(1)
         weights = weights.nan_to_num(0.0)
@@ -276,8 +285,8 @@ class _PairWork:
         stats.add(pair, scores)
 
     def _empty_stats(self) -> ChannelStats:
-        device = self.run.targets.device
-        return ChannelStats.empty(len(self.pairs), self.run.targets.shape[1], device)
+        targets = self.run.targets
+        return ChannelStats.empty(len(self.pairs), targets.num_targets, targets.device)
 
     def _dense(self, per_pair: Tensor) -> Tensor:
         dense = per_pair.new_zeros(*self.active.shape, per_pair.shape[1])

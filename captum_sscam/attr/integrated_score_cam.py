@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from captum._utils.typing import BaselineType, TargetType
+from captum._utils.typing import BaselineType
 from captum.log import log_usage
 from torch import Tensor
 
 from captum_sscam._core.checks import check_positive_int
+from captum_sscam._core.targets import AnyTarget
 from captum_sscam.attr._options import ChannelCriterion, ScoreCAMOptions, ScoreMode
 from captum_sscam.attr._perturbations import MaskScaling, integration_coefficients
 from captum_sscam.attr._sampling import Sampling
@@ -47,7 +48,7 @@ class IntegratedScoreCAM(ScoreCAM):
     def attribute(
         self,
         inputs: Tensor | tuple[Tensor, ...],
-        target: TargetType = None,
+        target: AnyTarget = None,
         additional_forward_args: Any = None,
         *,
         baselines: BaselineType = None,

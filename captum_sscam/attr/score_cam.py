@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 from captum._utils.common import _format_additional_forward_args, _format_output
-from captum._utils.typing import BaselineType, TargetType
+from captum._utils.typing import BaselineType
 from captum.attr import LayerAttribution, PerturbationAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
@@ -19,7 +19,7 @@ from captum_sscam._core.checks import check_baselines, check_inputs
 from captum_sscam._core.malloc import keep_freed_memory
 from captum_sscam._core.model_state import model_in_eval_mode
 from captum_sscam._core.scorer import BatchScorer, MemoryFormatCalibration, check_forward_args
-from captum_sscam._core.targets import flat_target_indices
+from captum_sscam._core.targets import AnyTarget, resolve_targets
 from captum_sscam.attr._layer import (
     check_layer_in_model,
     check_reshape_transform,
@@ -53,11 +53,26 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
     the layer's resolution or once resized to the input) have no mask and get
     weight 0 (exact: the official code skips them).
 
-    ``score_mode="probability"`` (default, the official code): the score is the
-    softmax probability of class $c$ and $w_k = a_k$.
-    ``score_mode="channel_softmax"`` (the paper's Algorithm 1, torchcam,
-    grad-cam): the score is the logit and $w_k = \mathrm{softmax}_k(a_k)$
-    over the non-constant channels.
+    How a masked input is scored, for model output $z$ and class $c$, and how the
+    channels' scores become weights, by ``score_mode``:
+
+    - ``"probability"`` (default, the official code):
+      $\mathrm{score}_c = \mathrm{softmax}(z)_c$ and $w_k = a_k$ (single-label classifiers);
+    - ``"sigmoid"``: $\mathrm{score}_c = \sigma(z_c)$, each class on its own, and
+      $w_k = a_k$ (multi-label classifiers: the map of class $c$ does not depend on
+      the other classes' logits);
+    - ``"logit"``: $\mathrm{score}_c = z_c$, the raw output, and $w_k = a_k$
+      (regression, unnormalised scores);
+    - ``"channel_softmax"`` (the paper's Algorithm 1, torchcam, grad-cam):
+      $\mathrm{score}_c = z_c$ and $w_k = \mathrm{softmax}_k(a_k)$ over the
+      non-constant channels.
+
+    ``target`` may also be a function of the model's output for a batch of
+    (masked) inputs, whatever the model returns (a tensor, tuple, dict, list of
+    dicts), giving one score per input: $\mathrm{score} = f(\mathrm{model}(M_k))$,
+    used as it is (the score mode's softmax or sigmoid does not apply; ``"channel_softmax"``
+    still weights by $\mathrm{softmax}_k$, every other mode by $w_k = a_k$). See
+    ``captum_sscam.targets`` for segmentation, detection, embeddings and class sets.
 
     The result has the layer's resolution, ``(N, 1, h, w)``; use
     ``LayerAttribution.interpolate`` to view it at input size. A 2-D ``(N, T)``
@@ -114,7 +129,7 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
     def attribute(
         self,
         inputs: Tensor | tuple[Tensor, ...],
-        target: TargetType = None,
+        target: AnyTarget = None,
         additional_forward_args: Any = None,
         *,
         baselines: BaselineType = None,
@@ -145,7 +160,13 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
             target: any Captum target form (int, tuple, tensor, list), per
                 example in a batch; or an ``(N, T)`` integer tensor for ``T``
                 classes per example (e.g. ``model(x).topk(3).indices``), explained
-                by the same forward passes as one class.
+                by the same forward passes as one class. Or a callable of the
+                model's output for a batch of ``B`` inputs returning ``(B,)`` scores
+                (``(B, T)`` for ``T`` maps), used as they are: ``target(output)``,
+                or ``target(output, examples)`` for an ``ExampleTarget`` that needs
+                each row's example index (``captum_sscam.targets`` has them for
+                segmentation, detection, embeddings and class sets). Its result on
+                the inputs is checked (shape, floating dtype, device, finite).
             additional_forward_args: passed to every forward after the inputs.
                 As Captum documents, a tensor's first dimension is the batch:
                 each masked input gets its example's row. A tensor with another
@@ -156,7 +177,10 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
                 is subtracted from every channel's score.
             attribute_to_layer_input: use the layer's input instead of its output.
             relu_attributions: apply the final ReLU (True, as in the paper).
-            score_mode: ``"probability"`` (official code) or ``"channel_softmax"``.
+            score_mode: ``"probability"`` (softmax over classes, the official code),
+                ``"sigmoid"`` (each class's own sigmoid: multi-label), ``"logit"`` (the
+                raw output) or ``"channel_softmax"`` (logits, weights
+                ``softmax_k(a)``); the formulas are above.
             perturbations_per_eval: masked inputs per forward pass; memory is
                 bounded by it. Default: 32 on CPU; on CUDA, as many as fit in
                 half the device's free memory (measured on the capture forward,
@@ -260,7 +284,7 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
     def _attribute(
         self,
         inputs: Tensor | tuple[Tensor, ...],
-        target: TargetType,
+        target: AnyTarget,
         additional_forward_args: Any,
         baselines: BaselineType,
         options: ScoreCAMOptions,
@@ -298,7 +322,7 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
                     options.attribute_to_layer_input,
                 ),
             )
-            targets = flat_target_indices(target, output)
+            targets = resolve_targets(target, output, formatted_inputs[0].shape[0], device)
             batch_size = options.perturbations_per_eval or _default_batch(
                 formatted_inputs, device, forward_peak, options.compile_forward
             )

@@ -8,11 +8,13 @@ import numbers
 from typing import Any, cast
 
 import torch
-from captum._utils.typing import BaselineType, TargetType
+from captum._utils.typing import BaselineType
 from captum.log import log_usage
 from torch import Tensor
 
 from captum_sscam._core.checks import check_choice, check_flag, check_positive_int
+from captum_sscam._core.scorer import SCORE_RULES
+from captum_sscam._core.targets import AnyTarget
 from captum_sscam.attr._options import ChannelCriterion, ScoreCAMOptions, ScoreMode
 from captum_sscam.attr._perturbations import (
     NOISE_PLACEMENTS,
@@ -77,7 +79,7 @@ class SmoothedScoreCAM(ScoreCAM):
     def attribute(
         self,
         inputs: Tensor | tuple[Tensor, ...],
-        target: TargetType = None,
+        target: AnyTarget = None,
         additional_forward_args: Any = None,
         *,
         baselines: BaselineType = None,
@@ -248,8 +250,8 @@ def _sampling(
             f"target_error must be None or a finite number > 0 (e.g. 0.05), got {target_error!r}."
         )
     unit = 2 if antithetic else 1
-    # channel-softmax gains depend on the scores: a pilot estimates them
-    needs_pilot = allocation == "adaptive" and score_mode == "channel_softmax"
+    # softmax weights' gains depend on the scores: a pilot estimates them
+    needs_pilot = allocation == "adaptive" and SCORE_RULES[score_mode].softmax_weights
     if needs_pilot and samples < minimum_pilot_budget(antithetic):
         raise ValueError(
             f"adaptive allocation with score_mode='channel_softmax' spends a pilot of "

@@ -23,7 +23,7 @@ from torch import Tensor
 from captum_sscam._core.checks import check_choice, check_positive_int
 from captum_sscam._core.malloc import keep_freed_memory
 from captum_sscam._core.scorer import SCORE_KINDS, BatchScorer, check_forward_args, follow_example
-from captum_sscam._core.targets import flat_target_indices
+from captum_sscam._core.targets import Targets, flat_target_indices
 
 Score = Literal["probability", "logit"]
 
@@ -46,7 +46,7 @@ def resolve_target(
     target: TargetType,
     additional_forward_args: Any,
     score: str,
-) -> Tensor:
+) -> Targets:
     """Flat ``(N, 1)`` target indices; ``target=None`` means each example's top class.
 
     Runs the model on one image (on all of them for ``target=None``) to learn
@@ -74,7 +74,7 @@ def resolve_target(
     targets = flat_target_indices(target, output.expand(images.shape[0], *output.shape[1:]))
     if targets.shape[1] != 1:
         raise ValueError("the metrics take one target per example, not an (N, T) tensor.")
-    return targets
+    return Targets(targets.shape[0], 1, targets.device, indices=targets)
 
 
 def _check_output(output: object) -> None:
@@ -93,7 +93,7 @@ def class_scores(
     build: BuildBatch,
     examples: Tensor,
     items: Tensor,
-    targets: Tensor,
+    targets: Targets,
     additional_forward_args: Any,
     score: Score,
     max_examples_per_batch: int | None,
