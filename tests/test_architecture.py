@@ -16,7 +16,7 @@ MODULES = {
     ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): path
     for path in sorted(PACKAGE.rglob("*.py"))
 }
-SHIMS = {"captum_sscam.__main__", "captum_sscam.evaluate"}  # old entry points, forwarding to apps
+SHIMS = {"captum_sscam.__main__"}  # `python -m captum_sscam`, forwarding to apps.cli
 PUBLIC = {"captum_sscam", "captum_sscam.metrics", "captum_sscam.visualization"}
 
 

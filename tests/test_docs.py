@@ -22,7 +22,7 @@ PAGES = sorted(DOCS.glob("*.md"))
 TEXTS = [*PAGES, ROOT / "README.md"]
 
 
-OTHER_TOOLS = re.compile(r"\bpip\b|-m build\b|\bmkdocs\b")
+OTHER_TOOLS = re.compile(r"\bpip\b|-m build\b|\bmkdocs\b|\btorchrun\b")
 
 
 def python_blocks(path: Path) -> list[str]:
@@ -77,7 +77,7 @@ def test_cli_options_in_the_docs_exist() -> None:
         for option in action.option_strings
     }
     for path in (DOCS / "cli.md", ROOT / "README.md", DOCS / "getting-started.md"):
-        # options of other tools' commands (pip, build, mkdocs) are theirs to check
+        # options of other tools' commands (pip, build, mkdocs, torchrun) are theirs to check
         lines = [line for line in path.read_text().splitlines() if not OTHER_TOOLS.search(line)]
         for option in set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", "\n".join(lines))):
             if option not in {"--strict"}:  # mkdocs build --strict, in the README

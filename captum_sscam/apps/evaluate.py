@@ -8,10 +8,12 @@ where it stopped (finished ``(image name, method)`` pairs are skipped; keep the
 metric settings of a folder fixed). Under
 ``torchrun`` each rank takes a shard (`torch.utils.data.DistributedSampler`,
 gloo on CPU, nccl on GPUs), results are gathered and rank 0 writes
-``results.jsonl`` and ``table.md``::
+``results.jsonl`` and ``table.md``. The command line's ``evaluate``
+(`captum_sscam.apps.cli`) runs it on an image folder with the bundled
+EfficientNet-Lite0::
 
-    python -m captum_sscam.evaluate IMAGES --out runs/photos
-    torchrun --nproc_per_node 4 -m captum_sscam.evaluate IMAGES --out runs/photos
+    captum-sscam evaluate IMAGES --out runs/photos
+    torchrun --nproc_per_node 4 -m captum_sscam evaluate IMAGES --out runs/photos
 
 The methods are those of `captum_sscam.apps.methods.METHODS` (``--methods``
 takes their keys) and the metrics those of `captum_sscam.apps.scores.METRICS`.
@@ -19,7 +21,6 @@ takes their keys) and the metrics those of `captum_sscam.apps.scores.METRICS`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -37,8 +38,8 @@ from torch.utils.data import Dataset, DistributedSampler
 from tqdm import tqdm
 
 from captum_sscam.apps.data import Photo, center_crop_photo, image_files, photo_tensor, read_image
-from captum_sscam.apps.methods import METHODS, Explain, Options, explain_functions, parse_methods
-from captum_sscam.apps.models import efficientnet_lite0, lite0_preprocess, lite0_target_layer
+from captum_sscam.apps.methods import Explain
+from captum_sscam.apps.models import lite0_preprocess
 from captum_sscam.apps.scores import METRICS, metric_values
 
 
@@ -321,40 +322,3 @@ def init_distributed() -> torch.device:
     if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     return device
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: evaluate the bundled EfficientNet-Lite0 on an image folder."""
-    parser = argparse.ArgumentParser(
-        prog="python -m captum_sscam.evaluate", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("images", help="folder of images (searched recursively)")
-    parser.add_argument("--out", required=True, help="output folder (resumed if it exists)")
-    parser.add_argument(
-        "--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}"
-    )
-    parser.add_argument("--nt-samples", type=int, default=35, help="SS-CAM noise samples")
-    parser.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients steps")
-    parser.add_argument("--step", type=float, default=0.01, help="deletion/insertion step")
-    parser.add_argument("--batch", type=int, default=64, help="perturbed images per forward")
-    parser.add_argument("--seed", type=int, default=0, help="SS-CAM noise seed")
-    args = parser.parse_args(argv)
-    try:
-        keys = parse_methods(args.methods)
-        options = Options(nt_samples=args.nt_samples, ig_steps=args.ig_steps, seed=args.seed)
-        dataset = ImageFolder(args.images)
-    except ValueError as error:
-        parser.error(str(error))
-
-    device = init_distributed()
-    model = efficientnet_lite0().to(device)
-    methods = explain_functions(keys, model, lite0_target_layer(model), options)
-    records = evaluate(model, methods, dataset, args.out, args.step, args.batch)
-    if records:
-        print(format_table(records, list(methods)))
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()

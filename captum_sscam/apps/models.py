@@ -26,10 +26,10 @@ import torch
 from torch import Tensor, nn
 
 from captum_sscam import channels_last_reshape_transform, vit_reshape_transform
+from captum_sscam.apps.arguments import BUNDLED_MODEL, add_model_arguments
 from captum_sscam.apps.errors import UsageError
 
 LITE0_INPUT_SIZE = 224
-BUNDLED_MODEL = "lite0"
 DEFAULT_INPUT_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -298,29 +298,6 @@ def class_index(text: str, class_names: Sequence[str]) -> int:
         else "."
     )
     raise UsageError(f"{text!r} is neither a class index nor a class name of the model{hint}")
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model``, ``--weights``, ``--layer`` and ``--size`` (read by `model_and_layer`)."""
-    parser.add_argument(
-        "--model",
-        default=BUNDLED_MODEL,
-        help="'lite0' (bundled pretrained EfficientNet-Lite0, default), a torchvision model "
-        "name (CNNs, vit_b_16, swin_t, ...), or 'package.module:function' returning an nn.Module",
-    )
-    parser.add_argument(
-        "--weights",
-        default="DEFAULT",
-        help="torchvision weights: DEFAULT (must be on this machine), a weights name, "
-        "a state_dict file, or 'random'",
-    )
-    parser.add_argument("--layer", help="the module to explain (default: the model's last block)")
-    parser.add_argument(
-        "--size",
-        type=int,
-        default=None,
-        help="input size (default: the pretrained weights' size, else 224)",
-    )
 
 
 def model_and_layer(args: argparse.Namespace) -> tuple[LoadedModel, nn.Module]:

@@ -95,6 +95,7 @@ def compare(
     targets: Sequence[int] | None = None,
     device: str | torch.device = "cpu",
     with_metrics: bool = True,
+    metric_step: float = 0.01,
     batch_size: int | None = None,
     progress: bool = True,
 ) -> Comparison:
@@ -111,6 +112,8 @@ def compare(
         targets: the class to explain per photo; default the top class.
         device: where the model and inputs run.
         with_metrics: compute the metrics of `captum_sscam.apps.scores`.
+        metric_step: the fraction of the pixels deleted or inserted per step of the
+            deletion and insertion curves.
         batch_size: perturbed images per forward pass of the metrics
             (default `captum_sscam.apps.methods.DEFAULT_BATCH_SIZE`).
         progress: show a progress bar over the photos and methods.
@@ -140,7 +143,7 @@ def compare(
             maps[name].append(photo_maps.detach().cpu())
             if with_metrics:
                 scores = metric_values(
-                    model, inputs, photo_maps, target, [photo.boxes],
+                    model, inputs, photo_maps, target, [photo.boxes], step=metric_step,
                     max_examples_per_batch=batch_size or DEFAULT_BATCH_SIZE,
                 )  # fmt: skip
                 for key in keys:  # NaN: a localisation metric on a photo without boxes
