@@ -25,7 +25,7 @@ METHOD_KEYS = ("ig", "grad-cam", "score-cam", "ss-cam", "ss-cam-input", "is-cam"
 COMPARED = ("ig", "grad-cam", "score-cam", "ss-cam")
 """`captum_sscam.apps.methods.COMPARED`: the methods ``compare`` runs by default."""
 
-SCORE_MODES = ("probability", "channel_softmax")
+SCORE_MODES = ("probability", "sigmoid", "logit", "channel_softmax")
 """`captum_sscam.SCORE_MODES`."""
 
 SAMPLE_ALLOCATIONS = ("uniform", "adaptive")
