@@ -5,6 +5,7 @@ a Python float or integers."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -14,6 +15,13 @@ from torch import Tensor, nn
 
 from captum_sscam import IntegratedScoreCAM, ScoreCAM, SmoothedScoreCAM
 from captum_sscam._core.targets import ExampleTarget
+from captum_sscam.targets import (
+    DetectionBox,
+    EmbeddingSimilarity,
+    MultiLabelClasses,
+    SegmentationRegion,
+    box_iou,
+)
 from tests.reference import reference_score_cam, replayed_noise
 from tests.test_metrics_hardening import assert_unchanged, snapshot, training_model
 from tests.tiny_models import SmallCNN
@@ -250,3 +258,288 @@ def test_an_example_target_for_another_batch_is_refused() -> None:
     model = SmallCNN().eval()
     with pytest.raises(ValueError, match="target holds data for 3 examples but the inputs have 2"):
         ScoreCAM(model, model.layer).attribute(torch.randn(2, 3, 8, 8), target=ForThree())
+
+
+# --- the task targets (captum_sscam.targets) ----------------------------------------------------
+
+
+def test_the_task_targets_are_public() -> None:
+    import captum_sscam
+    from captum_sscam import targets
+
+    for name in targets.__all__:
+        assert getattr(captum_sscam, name) is getattr(targets, name)
+    assert targets.ExampleTarget is ExampleTarget
+
+
+def test_segmentation_region_by_hand() -> None:
+    # two classes on a 2 x 3 output; class 1's softmax at each pixel is sigmoid(z_1 - z_0)
+    logits = torch.tensor(
+        [[[[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [[1.0, 2.0, 3.0], [0.0, -1.0, 4.0]]]]
+    )
+    examples = torch.tensor([0])
+    mask = torch.tensor([[True, False, True], [False, False, True]])
+    probability = SegmentationRegion(1, mask=mask)(logits, examples)
+    expected = torch.sigmoid(torch.tensor(1.0)) + torch.sigmoid(torch.tensor(3.0))
+    expected = (expected + torch.sigmoid(torch.tensor(4.0))) / 3
+    torch.testing.assert_close(probability, expected.view(1))
+    logit = SegmentationRegion(1, mask=mask, score="logit")({"out": logits}, examples)
+    torch.testing.assert_close(logit, torch.tensor([(1.0 + 3.0 + 4.0) / 3]))
+    # the box (x0, y0, x1, y1) = (1, 0, 3, 2) holds columns 1 and 2 of both rows
+    box = SegmentationRegion(1, box=(1, 0, 3, 2), score="logit")(logits, examples)
+    torch.testing.assert_close(box, torch.tensor([(2.0 + 3.0 - 1.0 + 4.0) / 4]))
+    whole = SegmentationRegion(1, score="logit")(logits, examples)
+    torch.testing.assert_close(whole, torch.tensor([9.0 / 6]))
+
+
+def test_segmentation_region_per_example() -> None:
+    logits = torch.randn(3, 4, 5, 5)
+    masks = torch.rand(2, 5, 5) > 0.5
+    masks[:, 0, 0] = True
+    target = SegmentationRegion([2, 3], mask=masks, score="logit")
+    assert target.num_examples == 2
+    # rows made from examples 1, 0, 1
+    scores = target(logits, torch.tensor([1, 0, 1]))
+    for row, example in enumerate([1, 0, 1]):
+        expected = logits[row, [2, 3][example]][masks[example]].mean()
+        torch.testing.assert_close(scores[row], expected)
+
+
+def test_detection_box_by_hand() -> None:
+    box = (0.0, 0.0, 10.0, 10.0)
+    detections = [
+        {  # label 3 twice: IoU 1 with score 0.2, IoU 100/200 with score 0.9 -> max(0.2, 0.45)
+            "boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0], [0, 0, 10, 20]]),
+            "labels": torch.tensor([3, 7, 3]),
+            "scores": torch.tensor([0.2, 0.99, 0.9]),
+        },
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+         "scores": torch.zeros(0)},  # no prediction: 0
+        {"boxes": torch.tensor([[20.0, 20.0, 30.0, 30.0]]), "labels": torch.tensor([3]),
+         "scores": torch.tensor([0.8])},  # label 3 elsewhere: IoU 0
+    ]  # fmt: skip
+    scores = DetectionBox(box, label=3)(detections, torch.tensor([0, 0, 0]))
+    torch.testing.assert_close(scores, torch.tensor([0.45, 0.0, 0.0]))
+
+
+def test_box_iou_without_torchvision_equals_torchvision(monkeypatch) -> None:
+    from torchvision.ops import box_iou as torchvision_box_iou
+
+    boxes = torch.rand(5, 2) * 10
+    boxes = torch.cat([boxes, boxes + torch.rand(5, 2) * 10 + 0.1], dim=1)
+    others = torch.tensor([[1.0, 2.0, 8.0, 9.0], [20.0, 20.0, 21.0, 22.0]])
+    expected = torchvision_box_iou(boxes, others)
+    monkeypatch.setitem(sys.modules, "torchvision.ops", None)  # the import now fails
+    torch.testing.assert_close(box_iou(boxes, others), expected)
+
+
+def test_embedding_similarity_and_multi_label_classes_by_hand() -> None:
+    embeddings = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+    similarity = EmbeddingSimilarity(torch.tensor([0.0, 2.0]))(embeddings, torch.tensor([0, 0]))
+    torch.testing.assert_close(similarity, torch.tensor([0.8, 0.0]))
+    logits = torch.tensor([[0.0, 1.0, -1.0], [2.0, 0.0, 0.0]])
+    labels = MultiLabelClasses([0, 2])(logits, torch.tensor([0, 1]))
+    torch.testing.assert_close(labels, torch.sigmoid(logits[:, 0]) + torch.sigmoid(logits[:, 2]))
+    hot = MultiLabelClasses(torch.tensor([[1, 0, 0], [0, 1, 1]]))
+    torch.testing.assert_close(
+        hot(logits, torch.tensor([1, 0])),
+        torch.stack([torch.sigmoid(logits[0, 1:]).sum(), torch.sigmoid(logits[1, 0])]),
+    )
+
+
+def test_multi_label_classes_map_is_the_sum_of_the_sigmoid_maps() -> None:
+    # with w = a and no ReLU the map is linear in the scores: the set's map is the sum
+    model = SmallCNN().eval()
+    x = torch.randn(2, 3, 16, 16)
+    method = ScoreCAM(model, model.layer)
+    both = method.attribute(x, target=MultiLabelClasses([1, 3]), relu_attributions=False)
+    one = method.attribute(x, target=1, score_mode="sigmoid", relu_attributions=False)
+    other = method.attribute(x, target=3, score_mode="sigmoid", relu_attributions=False)
+    torch.testing.assert_close(both, one + other, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("score_mode", ["logit", "channel_softmax"])
+def test_embedding_similarity_matches_the_reference_loop(score_mode: str) -> None:
+    model = SmallCNN(classes=8).eval()  # its 8 outputs as an embedding
+    x = torch.randn(2, 3, 16, 16)
+    references = torch.randn(2, 8)
+    maps = SmoothedScoreCAM(model, model.layer).attribute(
+        x, target=EmbeddingSimilarity(references), score_mode=score_mode, nt_samples=2,
+        stdevs=0.2, generator=torch.Generator().manual_seed(4),
+    )  # fmt: skip
+
+    def cosine(output: Tensor, n: int) -> float:
+        e, r = output[0], references[n]
+        return float(e @ r / (e.norm() * r.norm()))
+
+    expected = reference_score_cam(
+        model, model.layer, x, None, score_mode, samples=2, noise=replayed_noise(4, 0.2),
+        score_of=cosine,
+    )  # fmt: skip
+    assert expected.abs().max() > 0
+    torch.testing.assert_close(maps, expected, rtol=1e-4, atol=1e-5)
+
+
+def segmentation_model() -> nn.Module:
+    from torchvision.models.segmentation import lraspp_mobilenet_v3_large
+
+    torch.manual_seed(0)
+    return lraspp_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
+
+
+def region_mean(output: dict[str, Tensor], cls: int, box: tuple[int, int, int, int]) -> float:
+    """A class's mean probability over a box, written out for the reference loop."""
+    x0, y0, x1, y1 = box
+    return float(output["out"][0].softmax(dim=0)[cls, y0:y1, x0:x1].mean())
+
+
+@pytest.mark.parametrize("method", ["score-cam", "ss-cam-mask", "ss-cam-input", "is-cam"])
+def test_segmentation_region_on_torchvision_matches_the_reference_loop(method: str) -> None:
+    model = segmentation_model()
+    layer = model.backbone["1"]  # 16 channels at 32 x 32
+    x = torch.rand(2, 3, 64, 64)
+    box = (8, 16, 40, 48)
+    target = SegmentationRegion([3, 5], box=box)
+    kwargs: dict[str, Any] = {}
+    reference_kwargs: dict[str, Any] = {}
+    if method.startswith("ss-cam"):
+        placement = method.split("-")[-1]
+        kwargs = {"nt_samples": 2, "stdevs": 0.3, "noise_on": placement,
+                  "generator": torch.Generator().manual_seed(9)}  # fmt: skip
+        reference_kwargs = {"samples": 2, "noise": replayed_noise(9, 0.3, placement),
+                            "noise_on": placement}  # fmt: skip
+        maps = SmoothedScoreCAM(model, layer).attribute(x, target=target, **kwargs)
+    elif method == "is-cam":
+        maps = IntegratedScoreCAM(model, layer).attribute(x, target=target, n_steps=2)
+        reference_kwargs = {"samples": 2, "mask_scales": [0.5, 1.5]}
+    else:
+        maps = ScoreCAM(model, layer).attribute(x, target=target)
+    expected = reference_score_cam(
+        model, layer, x, None, score_of=lambda output, n: region_mean(output, [3, 5][n], box),
+        **reference_kwargs,
+    )  # fmt: skip
+    assert maps.shape == (2, 1, 32, 32)
+    scale = float(expected.abs().max())
+    assert scale > 0
+    torch.testing.assert_close(maps, expected, rtol=1e-3, atol=1e-4 * scale)
+
+
+def detector() -> nn.Module:
+    from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
+
+    torch.manual_seed(0)
+    # random weights score every class about 1/91: keep them all (box_score_thresh=0), but
+    # few proposals and detections, so that a forward stays cheap
+    model = fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None, box_score_thresh=0.0,
+        rpn_post_nms_top_n_test=20, box_detections_per_img=20,
+    )  # fmt: skip
+    return model.eval()
+
+
+def best_box_score(output: list[dict[str, Tensor]], label: int, box: Tensor) -> float:
+    """max over the label's predictions of score x IoU, written out for the reference loop."""
+    best = 0.0
+    found = output[0]
+    for b, lab, s in zip(found["boxes"], found["labels"], found["scores"], strict=True):
+        if int(lab) != label:
+            continue
+        width = (torch.minimum(b[2], box[2]) - torch.maximum(b[0], box[0])).clamp(min=0)
+        height = (torch.minimum(b[3], box[3]) - torch.maximum(b[1], box[1])).clamp(min=0)
+        inter = width * height
+        union = (b[2] - b[0]) * (b[3] - b[1]) + (box[2] - box[0]) * (box[3] - box[1]) - inter
+        best = max(best, float(s * inter / union))
+    return best
+
+
+def test_detection_box_on_torchvision_matches_the_reference_loop() -> None:
+    model = detector()
+    layer = model.backbone.body["1"]  # 16 channels
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        found = model(x)[0]
+    box, label = found["boxes"][0].clone(), int(found["labels"][0])
+    maps = ScoreCAM(model, layer).attribute(
+        x, target=DetectionBox(box, label), baselines=0.0, perturbations_per_eval=8
+    )
+    expected = reference_score_cam(
+        model, layer, x, None, baseline=torch.zeros_like(x),
+        score_of=lambda output, _n: best_box_score(output, label, box),
+    )  # fmt: skip
+    scale = float(expected.abs().max())
+    assert scale > 0
+    torch.testing.assert_close(maps, expected, rtol=1e-3, atol=1e-4 * scale)
+
+
+def test_detection_box_through_adaptive_ss_cam_with_errors() -> None:
+    # adaptive allocation, return_error and target_error on a detector's list of dicts:
+    # without noise every sample scores what Score-CAM scores, and the error is 0
+    model = detector()
+    layer = model.backbone.body["1"]
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        found = model(x)[0]
+    target = DetectionBox(found["boxes"][0], int(found["labels"][0]))
+    exact = ScoreCAM(model, layer).attribute(x, target=target)
+    maps, errors = SmoothedScoreCAM(model, layer).attribute(
+        x, target=target, nt_samples=2, stdevs=0.0, sample_allocation="adaptive",
+        return_error=True, target_error=0.5,
+    )  # fmt: skip
+    torch.testing.assert_close(maps, exact, rtol=1e-4, atol=1e-4 * float(exact.abs().max()))
+    assert float(errors.abs().max()) <= 1e-6 * float(exact.abs().max())
+
+
+BAD_TASK_TARGETS = [
+    (
+        lambda: SegmentationRegion(1, mask=torch.ones(4, 4, dtype=torch.bool)),
+        RuntimeError,
+        r"mask has size \(4, 4\) but the output's per-pixel scores are \(8, 8\)",
+    ),
+    (lambda: SegmentationRegion(1, box=(100, 100, 120, 120)), RuntimeError, "covers no pixel"),
+    (lambda: SegmentationRegion(9), RuntimeError, "class 9 is out of range .* 5 classes"),
+    (lambda: DetectionBox((0, 0, 4, 4), 1), RuntimeError, "DetectionBox needs a detector's"),
+    (lambda: EmbeddingSimilarity(torch.ones(3)), RuntimeError, "3 dimensions but .* have 5"),
+    (lambda: MultiLabelClasses([7]), RuntimeError, "asks for class 7 .* returns 5 classes"),
+]
+
+
+class PixelScores(nn.Module):
+    """A segmentation-like model: SmallCNN's stem and layer upsampled to 5 classes per pixel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = SmallCNN()
+        self.classify = nn.Conv2d(6, 5, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        net = self.net
+        features = net.act(net.layer(net.stem_act(net.stem(x))))
+        return nn.functional.interpolate(self.classify(features), size=x.shape[2:])
+
+
+@pytest.mark.parametrize(("make", "error", "message"), BAD_TASK_TARGETS)
+def test_a_task_target_that_does_not_fit_the_output_says_why(make, error, message) -> None:
+    model = PixelScores().eval()
+    is_pixel_target = isinstance(make(), SegmentationRegion)
+    forward = model if is_pixel_target else (lambda x: model(x).mean(dim=(2, 3)))
+    with pytest.raises(error, match=message):
+        ScoreCAM(forward, model.net.layer).attribute(torch.randn(2, 3, 8, 8), target=make())
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: SegmentationRegion(1, mask=torch.ones(2, 2), box=(0, 0, 1, 1)), "not both"),
+        (lambda: SegmentationRegion(1, mask=torch.zeros(2, 2)), "selects no pixel"),
+        (lambda: SegmentationRegion(1, score="sigmoid"), "score must be one of"),
+        (lambda: SegmentationRegion([1, 2, 3], box=torch.ones(2, 4).cumsum(1)), "lengths"),
+        (lambda: DetectionBox((0, 0, 4), 1), r"box must be \(x0, y0, x1, y1\)"),
+        (lambda: DetectionBox((4, 0, 0, 4), 1), "x1 > x0"),
+        (lambda: DetectionBox(torch.ones(3, 4).cumsum(1), [1, 2]), "3 boxes and 2 labels"),
+        (lambda: EmbeddingSimilarity(torch.zeros(4)), "finite and nonzero"),
+        (lambda: MultiLabelClasses([-1]), "non-negative"),
+    ],
+)
+def test_task_targets_check_their_arguments(make, message) -> None:
+    with pytest.raises((ValueError, TypeError), match=message):
+        make()

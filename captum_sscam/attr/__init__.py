@@ -11,13 +11,25 @@ from captum_sscam.attr.reshape_transforms import (
 )
 from captum_sscam.attr.score_cam import ScoreCAM
 from captum_sscam.attr.smoothed_score_cam import SmoothedScoreCAM
+from captum_sscam.targets import (
+    DetectionBox,
+    EmbeddingSimilarity,
+    ExampleTarget,
+    MultiLabelClasses,
+    SegmentationRegion,
+)
 
 __all__ = [
     "NOISE_PLACEMENTS",
     "SAMPLE_ALLOCATIONS",
     "SCORE_MODES",
+    "DetectionBox",
+    "EmbeddingSimilarity",
+    "ExampleTarget",
     "IntegratedScoreCAM",
+    "MultiLabelClasses",
     "ScoreCAM",
+    "SegmentationRegion",
     "SmoothedScoreCAM",
     "channels_last_reshape_transform",
     "release_freed_memory",

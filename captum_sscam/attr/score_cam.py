@@ -163,8 +163,9 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
                 by the same forward passes as one class. Or a callable of the
                 model's output for a batch of ``B`` inputs returning ``(B,)`` scores
                 (``(B, T)`` for ``T`` maps), used as they are: ``target(output)``,
-                or ``target(output, examples)`` for an ``ExampleTarget`` that needs
-                each row's example index (``captum_sscam.targets`` has them for
+                or ``target(output, examples)`` for an
+                [ExampleTarget][captum_sscam.targets.ExampleTarget] that needs each
+                row's example index ([captum_sscam.targets][] has them for
                 segmentation, detection, embeddings and class sets). Its result on
                 the inputs is checked (shape, floating dtype, device, finite).
             additional_forward_args: passed to every forward after the inputs.
