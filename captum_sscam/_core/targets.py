@@ -21,14 +21,14 @@ import math
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 from captum._utils.typing import TargetType
 from torch import Tensor
 
 # What the methods and the metrics accept as ``target``: Captum's forms or a callable.
-AnyTarget = TargetType | Callable[..., Tensor]
+AnyTarget: TypeAlias = TargetType | Callable[..., Tensor]
 
 
 class ExampleTarget(abc.ABC):
