@@ -1,5 +1,6 @@
 """The four score modes: hand-computed maps, the plain reference loop for every method, the
-multi-label property of "sigmoid", and which modes need an adaptive pilot."""
+multi-label property of "sigmoid", which modes need an adaptive pilot, and the metrics
+scoring in every mode."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_sscam import SCORE_MODES, IntegratedScoreCAM, ScoreCAM, SmoothedScoreCAM
+from captum_sscam.metrics import average_drop, deletion_auc, increase_in_confidence, insertion_auc
 from tests.reference import reference_score_cam, replayed_noise
 from tests.tiny_models import SmallCNN, TwoChannelSum
 
@@ -196,3 +198,40 @@ def test_only_softmax_weights_need_a_pilot(score_mode: str) -> None:
 def test_an_unknown_mode_lists_the_four() -> None:
     with pytest.raises(ValueError, match=r"score_mode must be one of .*'sigmoid', 'logit'"):
         ScoreCAM.check_arguments(score_mode="softmax")
+
+
+@pytest.mark.parametrize("metric", ["deletion", "insertion"])
+def test_the_metrics_score_in_every_mode(metric: str) -> None:
+    # the sigmoid curve is the sigmoid of the logit curve; channel_softmax scores the logit
+    model = SmallCNN().eval()
+    x = torch.randn(2, 3, 8, 8)
+    maps = torch.rand(2, 1, 4, 4)
+    area = deletion_auc if metric == "deletion" else insertion_auc
+    curves = {
+        mode: area(model, x, maps, target=[1, 3], score=mode, step=0.25, return_curves=True)
+        for mode in MODES
+    }
+    logit = curves["logit"].scores
+    torch.testing.assert_close(curves["sigmoid"].scores, logit.sigmoid())
+    torch.testing.assert_close(curves["channel_softmax"].scores, logit)
+    assert (curves["probability"].scores - logit.sigmoid()).abs().max() > 1e-3
+    for result in curves.values():
+        torch.testing.assert_close(
+            result.auc, torch.trapezoid(result.scores, result.fractions, dim=1)
+        )
+
+
+def test_average_drop_in_sigmoid_mode_by_its_formula() -> None:
+    model = SmallCNN().eval()
+    x = torch.randn(2, 3, 8, 8)
+    maps = torch.rand(2, 1, 8, 8)
+    drop = average_drop(model, x, maps, target=[0, 2], score="sigmoid")
+    scaled = (maps - maps.amin((2, 3), keepdim=True)) / (
+        maps.amax((2, 3), keepdim=True) - maps.amin((2, 3), keepdim=True)
+    )
+    with torch.no_grad():
+        y = model(x)[[0, 1], [0, 2]].sigmoid()
+        o = model(x * scaled)[[0, 1], [0, 2]].sigmoid()
+    torch.testing.assert_close(drop, 100 * (y - o).clamp(min=0) / y)
+    rise = increase_in_confidence(model, x, maps, target=[0, 2], score="sigmoid")
+    torch.testing.assert_close(rise, 100 * (o > y).float())

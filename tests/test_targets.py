@@ -1,7 +1,9 @@
 """Callable targets: the same maps as index targets through every method and sampling path,
 the plain reference loop on models returning tuples and dicts, per-example targets, and
 clear errors (the model left bit-identical) for a callable that raises or returns NaN, a map,
-a Python float or integers."""
+a Python float or integers. The task targets of captum_sscam.targets by hand and against the
+reference loop on torchvision's segmentation and detection models (random weights). The
+metrics with the same targets."""
 
 from __future__ import annotations
 
@@ -11,10 +13,18 @@ from typing import Any
 import pytest
 import torch
 from captum.attr import NoiseTunnel
+from captum.metrics import sensitivity_max
 from torch import Tensor, nn
 
 from captum_sscam import IntegratedScoreCAM, ScoreCAM, SmoothedScoreCAM
 from captum_sscam._core.targets import ExampleTarget
+from captum_sscam.metrics import (
+    average_drop,
+    deletion_auc,
+    increase_in_confidence,
+    insertion_auc,
+    tuple_explanation,
+)
 from captum_sscam.targets import (
     DetectionBox,
     EmbeddingSimilarity,
@@ -543,3 +553,80 @@ def test_a_task_target_that_does_not_fit_the_output_says_why(make, error, messag
 def test_task_targets_check_their_arguments(make, message) -> None:
     with pytest.raises((ValueError, TypeError), match=message):
         make()
+
+
+# --- the metrics with the same targets -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["deletion", "insertion"])
+def test_a_segmentation_region_in_the_metrics_equals_the_pooled_index_target(metric: str) -> None:
+    # the whole image's mean logit of class 2 is the logit of a model that pools over pixels
+    model = PixelScores().eval()
+    x = torch.randn(2, 3, 8, 8)
+    maps = torch.rand(2, 1, 4, 4)
+    area = deletion_auc if metric == "deletion" else insertion_auc
+    by_region = area(
+        model, x, maps, target=SegmentationRegion(2, score="logit"), step=0.2, return_curves=True,
+        max_examples_per_batch=3,
+    )  # fmt: skip
+    pooled = area(
+        lambda images: model(images).mean(dim=(2, 3)), x, maps, target=2, score="logit",
+        step=0.2, return_curves=True,
+    )  # fmt: skip
+    torch.testing.assert_close(by_region.scores, pooled.scores, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(by_region.auc, pooled.auc, rtol=1e-5, atol=1e-6)
+
+
+def test_average_drop_of_a_detection_box_by_its_formula() -> None:
+    model = detector()
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        found = model(x)[0]
+    box, label = found["boxes"][0].clone(), int(found["labels"][0])
+    maps = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    drop = average_drop(model, x, maps, target=DetectionBox(box, label))
+    mask = nn.functional.interpolate(maps, size=(64, 64), mode="bilinear", align_corners=False)
+    mask = (mask - mask.min()) / (mask.max() - mask.min())
+    with torch.no_grad():
+        y = best_box_score(model(x), label, box)
+        o = best_box_score(model(x * mask), label, box)
+    assert y > 0
+    torch.testing.assert_close(
+        drop, torch.tensor([100 * max(0.0, y - o) / y]), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_the_metrics_score_a_tuple_output_with_a_callable() -> None:
+    model = TupleAndDict().eval()
+    x = torch.randn(2, 3, 8, 8)
+    maps = torch.rand(2, 1, 4, 4)
+    by_callable = increase_in_confidence(model, x, maps, target=lambda output: output[0][:, 1])
+    by_index = increase_in_confidence(
+        lambda images: model(images)[0], x, maps, target=1, score="logit"
+    )
+    torch.testing.assert_close(by_callable, by_index)
+    # without a callable, the metrics' own clear error for a tuple output stands
+    with pytest.raises(TypeError, match=r"must return a Tensor.*got tuple.*or pass target= a"):
+        increase_in_confidence(model, x, maps, target=1)
+
+
+def test_the_metrics_take_one_score_per_example() -> None:
+    model = SmallCNN().eval()
+    with pytest.raises(ValueError, match="one score per example, but target returned 2"):
+        deletion_auc(
+            model, torch.randn(2, 3, 8, 8), torch.rand(2, 1, 4, 4), target=lambda out: out[:, :2]
+        )
+
+
+def test_sensitivity_max_takes_a_callable_target_through_tuple_explanation() -> None:
+    model = SmallCNN().eval()
+    x = torch.randn(2, 3, 8, 8)
+    explain = tuple_explanation(ScoreCAM(model, model.layer).attribute)
+    results = []
+    for target in (lambda output: output[:, 2], 2):
+        torch.manual_seed(0)
+        results.append(
+            sensitivity_max(explain, x, target=target, score_mode="logit", n_perturb_samples=2)
+        )
+    assert results[0].abs().max() > 0
+    torch.testing.assert_close(results[0], results[1])

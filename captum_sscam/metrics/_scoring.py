@@ -3,9 +3,11 @@
 The metrics perturb each example many times (deletion steps, a masked copy) and
 score every perturbed image. They use the attribution methods' own mechanisms:
 :class:`~captum_sscam._core.scorer.BatchScorer` for the batched forwards (tensors
-in ``additional_forward_args`` follow their example, as Captum documents) and
-:func:`~captum_sscam._core.targets.flat_target_indices` for every Captum target form,
-and the callers run the model under
+in ``additional_forward_args`` follow their example, as Captum documents),
+:func:`~captum_sscam._core.targets.flat_target_indices` for every Captum target form
+and :func:`~captum_sscam._core.targets.resolve_targets` for callable targets (the
+methods' ``captum_sscam.targets`` among them, scored as they are), the score modes'
+table :data:`~captum_sscam._core.scorer.SCORE_RULES`, and the callers run the model under
 :func:`~captum_sscam._core.model_state.model_in_eval_mode` (eval mode, every module's
 ``training`` flag restored afterwards) as the methods do.
 """
@@ -17,22 +19,22 @@ from typing import Any, Literal
 
 import torch
 from captum._utils.common import _format_additional_forward_args, _run_forward
-from captum._utils.typing import TargetType
 from torch import Tensor
 
 from captum_sscam._core.checks import check_choice, check_positive_int
 from captum_sscam._core.malloc import keep_freed_memory
-from captum_sscam._core.scorer import SCORE_KINDS, BatchScorer, check_forward_args, follow_example
-from captum_sscam._core.targets import Targets, flat_target_indices
+from captum_sscam._core.scorer import SCORE_RULES, BatchScorer, check_forward_args, follow_example
+from captum_sscam._core.targets import AnyTarget, Targets, flat_target_indices, resolve_targets
 
-Score = Literal["probability", "logit"]
+# How an index target scores an image: the score modes' names (channel_softmax: its logit)
+Score = Literal["probability", "sigmoid", "logit", "channel_softmax"]
 
 # (example index (B,), item index (B,)) -> the B perturbed images to score
 BuildBatch = Callable[[Tensor, Tensor], Tensor]
 
 
 def check_score(score: str) -> None:
-    check_choice("score", score, SCORE_KINDS)
+    check_choice("score", score, tuple(SCORE_RULES))
 
 
 def check_batch_size(max_examples_per_batch: int | None) -> None:
@@ -41,25 +43,36 @@ def check_batch_size(max_examples_per_batch: int | None) -> None:
 
 
 def resolve_target(
-    forward_func: Callable[..., Tensor],
+    forward_func: Callable[..., Any],
     images: Tensor,
-    target: TargetType,
+    target: AnyTarget,
     additional_forward_args: Any,
     score: str,
 ) -> Targets:
     """Flat ``(N, 1)`` target indices; ``target=None`` means each example's top class.
+    A callable target (one score per image) is checked on the images' output instead.
 
-    Runs the model on one image (on all of them for ``target=None``) to learn
-    the shape of its output.
+    Runs the model on one image (on all of them for ``target=None`` or a callable) to
+    learn the shape of its output.
     """
     args = _format_additional_forward_args(additional_forward_args)
     check_forward_args(args, images.shape[0])
-    probe = images if target is None else images[:1]
+    probe = images if target is None or callable(target) else images[:1]
     examples = torch.arange(probe.shape[0], device=images.device)
     with torch.no_grad():
         output = _run_forward(forward_func, (probe,), None, follow_example(args, examples))
+    if callable(target):
+        targets = resolve_targets(target, output, images.shape[0], images.device)
+        if targets.num_targets != 1:
+            raise ValueError(
+                f"the metrics take one score per example, but target returned "
+                f"{targets.num_targets}; return (N,) scores."
+            )
+        return targets
     _check_output(output)
-    if score == "probability" and (output.dim() != 2 or output.shape[1] < 2):
+    if SCORE_RULES[score].score_kind == "probability" and (
+        output.dim() != 2 or output.shape[1] < 2
+    ):
         raise ValueError(
             "score='probability' takes a softmax over classes, but the model returns "
             f"{tuple(output.shape)}; use score='logit'."
@@ -71,10 +84,10 @@ def resolve_target(
                 f"returns {tuple(output.shape)}; pass target= explicitly."
             )
         target = output.argmax(dim=1)
-    targets = flat_target_indices(target, output.expand(images.shape[0], *output.shape[1:]))
-    if targets.shape[1] != 1:
+    indices = flat_target_indices(target, output.expand(images.shape[0], *output.shape[1:]))
+    if indices.shape[1] != 1:
         raise ValueError("the metrics take one target per example, not an (N, T) tensor.")
-    return Targets(targets.shape[0], 1, targets.device, indices=targets)
+    return Targets(indices.shape[0], 1, indices.device, indices=indices)
 
 
 def _check_output(output: object) -> None:
@@ -84,12 +97,14 @@ def _check_output(output: object) -> None:
             f"the model must return a Tensor of class scores, got {type(output).__name__}; "
             "wrap it in a function that returns the scores to explain, e.g. "
             "lambda x: model(x)[0] or lambda x: model(x)['logits'] (call model.eval() "
-            "first: the model behind a plain function cannot be switched to eval mode)."
+            "first: the model behind a plain function cannot be switched to eval mode); "
+            "or pass target= a function of the model's output returning one score per "
+            "example (e.g. a captum_sscam.targets object)."
         )
 
 
 def class_scores(
-    forward_func: Callable[..., Tensor],
+    forward_func: Callable[..., Any],
     build: BuildBatch,
     examples: Tensor,
     items: Tensor,
@@ -102,14 +117,14 @@ def class_scores(
 
     Work items of all examples go through ``forward_func`` together, at most
     ``max_examples_per_batch`` images per call (all at once when ``None``).
-    ``targets`` are the flat ``(N, 1)`` indices of :func:`resolve_target`.
-    Returns ``(M,)`` floats.
+    ``targets`` come from :func:`resolve_target`; ``score`` is a score mode's name
+    (what an index target's score is). Returns ``(M,)`` floats.
     """
     keep_freed_memory()
     scorer = BatchScorer(
         forward_func,
         _format_additional_forward_args(additional_forward_args),
-        score,
+        SCORE_RULES[score].score_kind,
         max_examples_per_batch or len(examples),
     )
     with torch.no_grad():

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from captum._utils.typing import TargetType
 from torch import Tensor
 
 from captum_sscam._core.model_state import model_in_eval_mode
 from captum_sscam._core.resize import min_max_scaled
+from captum_sscam._core.targets import AnyTarget
 from captum_sscam.metrics._maps import check_images, saliency_maps
 from captum_sscam.metrics._scoring import (
     Score,
@@ -22,10 +22,10 @@ from captum_sscam.metrics._scoring import (
 
 
 def average_drop(
-    forward_func: Callable[..., Tensor],
+    forward_func: Callable[..., Any],
     inputs: Tensor | tuple[Tensor],
     attributions: Tensor | tuple[Tensor],
-    target: TargetType = None,
+    target: AnyTarget = None,
     additional_forward_args: Any = None,
     score: Score = "probability",
     max_examples_per_batch: int | None = None,
@@ -40,7 +40,7 @@ def average_drop(
 
     Arguments as in [deletion_auc][captum_sscam.metrics.deletion_auc]. Raises if a class
     score $Y$ is not positive (the ratio is meaningless; use
-    ``score="probability"``).
+    ``score="probability"`` or ``"sigmoid"``, or a callable target with positive scores).
     """
     original, explained = _scores(
         forward_func, inputs, attributions, target, additional_forward_args, score,
@@ -49,16 +49,17 @@ def average_drop(
     if bool((original <= 0).any()):
         raise ValueError(
             "Average Drop divides by the class score Y of the image, and some Y <= 0; "
-            "use score='probability' (the default)."
+            "use score='probability' (the default) or 'sigmoid', or a target with positive "
+            "scores."
         )
     return 100 * (original - explained).clamp(min=0) / original
 
 
 def increase_in_confidence(
-    forward_func: Callable[..., Tensor],
+    forward_func: Callable[..., Any],
     inputs: Tensor | tuple[Tensor],
     attributions: Tensor | tuple[Tensor],
-    target: TargetType = None,
+    target: AnyTarget = None,
     additional_forward_args: Any = None,
     score: Score = "probability",
     max_examples_per_batch: int | None = None,
@@ -76,10 +77,10 @@ def increase_in_confidence(
 
 
 def _scores(
-    forward_func: Callable[..., Tensor],
+    forward_func: Callable[..., Any],
     inputs: Tensor | tuple[Tensor],
     attributions: Tensor | tuple[Tensor],
-    target: TargetType,
+    target: AnyTarget,
     additional_forward_args: Any,
     score: Score,
     max_examples_per_batch: int | None,

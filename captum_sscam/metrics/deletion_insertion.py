@@ -7,10 +7,10 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
-from captum._utils.typing import TargetType
 from torch import Tensor
 
 from captum_sscam._core.model_state import model_in_eval_mode
+from captum_sscam._core.targets import AnyTarget
 from captum_sscam.metrics._maps import check_images, saliency_maps
 from captum_sscam.metrics._scoring import (
     Score,
@@ -36,10 +36,10 @@ class Curves(NamedTuple):
 
 
 def deletion_auc(
-    forward_func: Callable[..., Tensor],
+    forward_func: Callable[..., Any],
     inputs: Tensor | tuple[Tensor],
     attributions: Tensor | tuple[Tensor],
-    target: TargetType = None,
+    target: AnyTarget = None,
     additional_forward_args: Any = None,
     step: float = 0.01,
     substrate: Substrate = "zeros",
@@ -60,22 +60,30 @@ def deletion_auc(
 
     Args:
         forward_func: the model, or any function of ``(inputs, *additional_forward_args)``
-            returning a Tensor of scores. A model (or a bound method of one) runs in
-            eval mode during the call, every module's ``training`` flag restored
-            afterwards (with a warning when that changed anything); a plain function
-            runs as it is.
+            returning a Tensor of scores (any output, with a callable ``target``). A
+            model (or a bound method of one) runs in eval mode during the call, every
+            module's ``training`` flag restored afterwards (with a warning when that
+            changed anything); a plain function runs as it is.
         inputs: ``(N, C, H, W)`` images (or a one-element tuple), on the model's device.
         attributions: one map per example: ``(N, 1, h, w)`` from a layer method
             (any ``h, w``; resized bilinearly), or ``(N, C, H, W)`` from an input
             method (channels summed), or ``(N, h, w)``.
-        target: any Captum target form; ``None``: each example's top class.
+        target: any Captum target form; ``None``: each example's top class. Or, as for
+            the methods, a callable of the model's output for a batch returning one
+            score per image, ``(B,)``, used as it is (``score`` does not apply): e.g. a
+            [SegmentationRegion][captum_sscam.targets.SegmentationRegion] or
+            [DetectionBox][captum_sscam.targets.DetectionBox], so that a segmentation's
+            or a detector's map can be checked; see ``captum_sscam.targets``.
         additional_forward_args: passed after the images; tensors with N rows
             follow their example.
         step: fraction of the pixels removed per step (Score-CAM: 1 %).
         substrate: what deleted pixels become: ``"zeros"`` (default, Score-CAM),
             ``"blur"`` (Gaussian, kernel 11, sigma 5), a constant or a tensor
             broadcastable to ``inputs``.
-        score: ``"probability"`` (softmax over classes, default) or ``"logit"``.
+        score: how an index target scores an image, as the methods' ``score_mode``:
+            ``"probability"`` (softmax over classes, default), ``"sigmoid"`` (the
+            class's own sigmoid: multi-label) or ``"logit"`` (``"channel_softmax"``
+            scores by the logit too).
         max_examples_per_batch: perturbed images per forward call; the steps of
             all examples are batched together. ``None``: all in one call.
         return_curves: return [Curves][captum_sscam.metrics.Curves] instead of the ``(N,)`` areas.
@@ -87,10 +95,10 @@ def deletion_auc(
 
 
 def insertion_auc(
-    forward_func: Callable[..., Tensor],
+    forward_func: Callable[..., Any],
     inputs: Tensor | tuple[Tensor],
     attributions: Tensor | tuple[Tensor],
-    target: TargetType = None,
+    target: AnyTarget = None,
     additional_forward_args: Any = None,
     step: float = 0.01,
     substrate: Substrate = "blur",
@@ -113,10 +121,10 @@ def insertion_auc(
 
 
 def _area(
-    forward_func: Callable[..., Tensor],
+    forward_func: Callable[..., Any],
     inputs: Tensor | tuple[Tensor],
     attributions: Tensor | tuple[Tensor],
-    target: TargetType,
+    target: AnyTarget,
     additional_forward_args: Any,
     step: float,
     substrate: Substrate,
