@@ -57,6 +57,9 @@ PAPERS_NT_SAMPLES = 35
 DEFAULT_METRIC_STEP = 0.01
 """The deletion and insertion curves' step: 1 % of the pixels per step (101 points)."""
 
+DEFAULT_SANITY_STEPS = 5
+"""``compare --sanity``: the parameterised blocks re-initialised, from the output side."""
+
 
 def choose_device(name: str) -> torch.device:
     """The ``--device``, checked to exist; ``auto``: CUDA when this machine has it, else CPU."""
@@ -226,7 +229,7 @@ def run_explain(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     loaded, layer, device, options = _setup(args)
     from captum_sscam.apps.methods import METHODS, supporting
-    from captum_sscam.apps.report import compare, write_report
+    from captum_sscam.apps.report import compare, sanity_check, write_report
 
     keys = args.methods
     usable = [key for key in keys if key in supporting(loaded.reshape_transform)]
@@ -249,6 +252,15 @@ def run_compare(args: argparse.Namespace) -> int:
         notes.append(f"Bundled photos: {', '.join(args.bundled_names)} (--bundled-names).")
     methods = _methods(usable, loaded, layer, options)
     photos = _photos(args, loaded.input_size)
+    sanity = None
+    if args.sanity:
+        sanity = sanity_check(
+            usable, loaded.model, layer, options, loaded.reshape_transform, args.sanity_steps
+        )
+        notes.append(
+            f"Sanity check: {len(sanity.layers)} of the model's {sanity.total_layers} "
+            f"parameterised blocks re-initialised, from the output side (--sanity-steps)."
+        )
     print(
         f"Comparing {', '.join(methods)} on {len(photos)} image(s) with {loaded.name} on "
         f"{device}. {' '.join(notes)}",
@@ -266,6 +278,7 @@ def run_compare(args: argparse.Namespace) -> int:
         metric_step=args.metric_step,
         batch_size=args.batch_size,
         progress=not args.quiet,
+        sanity=sanity,
     )
     comparison.notes += notes
     path = write_report(comparison, args.out, title=args.title, model_name=loaded.name)
@@ -426,6 +439,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FRACTION",
         help="deletion/insertion: fraction of the pixels per step (default "
         f"{DEFAULT_METRIC_STEP}; 0.05 is 5x faster and coarser)",
+    )
+    compare_parser.add_argument(
+        "--sanity",
+        action="store_true",
+        help="add each method's cascading model randomisation per image (the sanity check)",
+    )
+    compare_parser.add_argument(
+        "--sanity-steps",
+        type=integer_at_least(1),
+        default=DEFAULT_SANITY_STEPS,
+        metavar="N",
+        help="--sanity re-initialises the model's first N parameterised blocks from the "
+        f"output side (default {DEFAULT_SANITY_STEPS}); each step costs one more map per "
+        "method and image",
     )
     compare_parser.set_defaults(run=run_compare)
     _evaluate_parser(commands)
