@@ -1,4 +1,5 @@
-"""Properties over random shapes, layers, batch sizes, target forms and batching (hypothesis).
+"""Properties over random shapes, layers, batch sizes, target forms (callables too), score
+modes and batching (hypothesis).
 
 For every drawn configuration: the map has the documented shape, is finite, does not depend
 on the other examples of the batch or on perturbations_per_eval, and equals the plain
@@ -16,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from captum_sscam import IntegratedScoreCAM, ScoreCAM, SmoothedScoreCAM
+from captum_sscam import ExampleTarget, IntegratedScoreCAM, ScoreCAM, SmoothedScoreCAM
 from tests.reference import reference_score_cam, replayed_noise
 
 CLASSES = 3
@@ -51,11 +52,31 @@ def state_of(model: nn.Module) -> tuple[dict[str, Tensor], list[bool]]:
     )
 
 
-def target_form(form: str, classes: list[int]) -> object:
+class ClassScores(ExampleTarget):
+    """A callable target scoring each example's class as an index target does in ``score_mode``
+    (softmax, sigmoid or the logit); the plain callable ``output -> scores`` for one class."""
+
+    def __init__(self, classes: list[int], score_mode: str) -> None:
+        self.classes, self.score_mode = torch.tensor(classes), score_mode
+
+    def __call__(self, output: Tensor, examples: Tensor) -> Tensor:
+        if self.score_mode == "probability":
+            output = output.softmax(dim=1)
+        scores = output[torch.arange(len(examples)), self.classes[examples]]
+        return scores.sigmoid() if self.score_mode == "sigmoid" else scores
+
+
+def target_form(form: str, classes: list[int], score_mode: str) -> object:
     if form == "int":
         return classes[0]
     if form == "list":
         return classes
+    if form == "callable":
+        return ClassScores(classes, score_mode)
+    if form == "plain-callable":  # one class for every example
+        return lambda output: ClassScores(classes[:1], score_mode)(
+            output, torch.zeros(output.shape[0], dtype=torch.long)
+        )
     return torch.tensor(classes)
 
 
@@ -65,10 +86,10 @@ configurations = st.fixed_dictionaries(
         "channels": st.integers(1, 4),
         "size": st.integers(4, 10),
         "layer_kind": st.sampled_from(["same", "stride2", "transposed"]),
-        "form": st.sampled_from(["int", "list", "tensor"]),
+        "form": st.sampled_from(["int", "list", "tensor", "callable", "plain-callable"]),
         "batch": st.integers(1, 7),
         "method": st.sampled_from(["score-cam", "ss-cam-mask", "ss-cam-input", "is-cam"]),
-        "score_mode": st.sampled_from(["probability", "channel_softmax"]),
+        "score_mode": st.sampled_from(["probability", "sigmoid", "logit", "channel_softmax"]),
         "seed": st.integers(0, 1000),
         "train": st.booleans(),
     }
@@ -111,9 +132,9 @@ def test_maps_hold_their_properties(config: dict) -> None:
     generator = torch.Generator().manual_seed(config["seed"])
     x = torch.randn(config["examples"], 3, config["size"], config["size"], generator=generator)
     classes = [(config["seed"] + i) % CLASSES for i in range(config["examples"])]
-    if config["form"] == "int":
+    if config["form"] in ("int", "plain-callable"):
         classes = [classes[0]] * config["examples"]
-    target = target_form(config["form"], classes)
+    target = target_form(config["form"], classes, config["score_mode"])
     before = state_of(model)
 
     with pytest.warns(UserWarning, match="training mode") if config["train"] else _no_warning():
@@ -129,7 +150,8 @@ def test_maps_hold_their_properties(config: dict) -> None:
     torch.testing.assert_close(maps, reference(config, model, x, classes), rtol=1e-4, atol=1e-6)
     if not config["method"].startswith("ss-cam"):  # seeded noise follows the example's index
         last = config["examples"] - 1
-        alone = run(config, model, x[last:], classes[last], config["batch"])
+        one = target_form(config["form"], classes[last:], config["score_mode"])
+        alone = run(config, model, x[last:], one, config["batch"])
         torch.testing.assert_close(alone, maps[last:], rtol=1e-4, atol=1e-6)
 
     model.train(config["train"])
