@@ -128,7 +128,8 @@ class SegmentationRegion(_PerExample):
         super().__init__(max(rows))
         self.classes, self.mask, self.box = classes, region, boxes
         self.score, self.output_key = score, output_key
-        self._box_masks: dict[tuple[int, ...], Tensor] = {}
+        # per output size: the region's weights within its bounding box, and that box
+        self._regions: dict[tuple[int, ...], tuple[Tensor, tuple[int, int, int, int]]] = {}
 
     def __call__(self, output: Any, examples: Tensor) -> Tensor:
         logits = _tensor_in(output, self.output_key, "SegmentationRegion")
@@ -142,14 +143,31 @@ class SegmentationRegion(_PerExample):
                 f"SegmentationRegion class {int(self.classes.max())} is out of range for an "
                 f"output with {logits.shape[1]} classes."
             )
-        logits = logits.float()
+        region, (top, bottom, left, right) = self._region(tuple(logits.shape[2:]))
+        logits = logits[:, :, top:bottom, left:right].float()  # the softmax is needed there only
         scores = logits.softmax(dim=1) if self.score == "probability" else logits
         rows = torch.arange(len(examples), device=scores.device)
-        class_map = scores[rows, self._of(self.classes, examples).to(scores.device)]  # (B, H, W)
-        weights = self._of(self._region(tuple(class_map.shape[1:])), examples).to(class_map)
+        class_map = scores[rows, self._of(self.classes, examples).to(scores.device)]  # (B, h, w)
+        weights = self._of(region, examples).to(class_map)
         return (class_map * weights).flatten(1).sum(1) / weights.flatten(1).sum(1)
 
-    def _region(self, size: tuple[int, ...]) -> Tensor:
+    def _region(self, size: tuple[int, ...]) -> tuple[Tensor, tuple[int, int, int, int]]:
+        """The region's weights within its bounding box (over all examples) and that box
+        ``(top, bottom, left, right)`` in output pixels, made on the host once per size."""
+        if size not in self._regions:
+            weights = self._weights(size)
+            ys, xs = weights.sum(dim=0).nonzero(as_tuple=True)
+            top, bottom, left, right = (
+                int(ys.min()),
+                int(ys.max()) + 1,
+                int(xs.min()),
+                int(xs.max()) + 1,
+            )
+            cropped = weights[:, top:bottom, left:right].contiguous()
+            self._regions[size] = (cropped, (top, bottom, left, right))
+        return self._regions[size]
+
+    def _weights(self, size: tuple[int, ...]) -> Tensor:
         """``(1, H, W)`` or ``(N, H, W)`` region weights at the output's size ``(H, W)``."""
         if self.mask is not None:
             if tuple(self.mask.shape[1:]) != size:
@@ -159,22 +177,19 @@ class SegmentationRegion(_PerExample):
                     "resolution."
                 )
             return self.mask
-        if size not in self._box_masks:  # made on the host once per output size
-            height, width = size
-            if self.box is None:
-                self._box_masks[size] = torch.ones(1, height, width)
-            else:
-                ys = torch.arange(height).view(1, -1, 1) + 0.5  # pixel centres
-                xs = torch.arange(width).view(1, 1, -1) + 0.5
-                box = self.box[:, :, None, None]
-                inside = (xs >= box[:, 0]) & (xs < box[:, 2]) & (ys >= box[:, 1]) & (ys < box[:, 3])
-                if not bool(inside.flatten(1).any(1).all()):
-                    raise ValueError(
-                        f"a SegmentationRegion box covers no pixel of the {height}x{width} "
-                        "output; give boxes (x0, y0, x1, y1) in output pixels."
-                    )
-                self._box_masks[size] = inside.float()
-        return self._box_masks[size]
+        height, width = size
+        if self.box is None:
+            return torch.ones(1, height, width)
+        ys = torch.arange(height).view(1, -1, 1) + 0.5  # pixel centres
+        xs = torch.arange(width).view(1, 1, -1) + 0.5
+        box = self.box[:, :, None, None]
+        inside = (xs >= box[:, 0]) & (xs < box[:, 2]) & (ys >= box[:, 1]) & (ys < box[:, 3])
+        if not bool(inside.flatten(1).any(1).all()):
+            raise ValueError(
+                f"a SegmentationRegion box covers no pixel of the {height}x{width} output; "
+                "give boxes (x0, y0, x1, y1) in output pixels."
+            )
+        return inside.float()
 
 
 class DetectionBox(_PerExample):
