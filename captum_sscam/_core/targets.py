@@ -93,7 +93,7 @@ def resolve_targets(
         return Targets(num_examples, scores.shape[1], device, function=target)
     if not isinstance(output, Tensor):
         raise TypeError(
-            f"the model must return a Tensor for an index target, got {describe(output)}; "
+            f"the model must return a Tensor for an index target, got: {describe(output)}; "
             "pass target= a function of the model's output returning one score per example "
             "(e.g. lambda output: output['logits'][:, 3], or a captum_sscam.targets object "
             "for segmentation, detection and embeddings), or wrap the model in a function "
@@ -112,7 +112,7 @@ def called_target(
     except Exception as error:
         raise RuntimeError(
             f"target raised {type(error).__name__}: {error} -- it was called on the model's "
-            f"output for a batch of {len(examples)} inputs, {describe(output)}. A callable "
+            f"output for a batch of {len(examples)} inputs ({describe(output)}). A callable "
             "target takes that output and returns one score per input, (B,) or (B, T)."
         ) from error
     return checked_scores(scores, len(examples), num_targets, examples.device)
@@ -171,15 +171,16 @@ def check_finite_scores(scores: Tensor, what: str) -> None:
 
 
 def describe(output: object) -> str:
-    """A short description of a model output: its type and structure."""
+    """A short description of a model output: its type and structure, e.g. ``Tensor of shape
+    (2, 5)``, ``OrderedDict with keys ['out']``, ``list of 2 (first: dict with keys [...])``."""
     if isinstance(output, Tensor):
-        return f"a Tensor of shape {tuple(output.shape)}"
+        return f"Tensor of shape {tuple(output.shape)}"
     if isinstance(output, dict):
-        return f"a {type(output).__name__} with keys {list(output)[:8]}"
+        return f"{type(output).__name__} with keys {list(output)[:8]}"
     if isinstance(output, (list, tuple)):
-        inner = f" (the first {describe(output[0])})" if output else ""
-        return f"a {type(output).__name__} of {len(output)}{inner}"
-    return f"a {type(output).__name__}"
+        inner = f" (first: {describe(output[0])})" if output else ""
+        return f"{type(output).__name__} of {len(output)}{inner}"
+    return type(output).__name__
 
 
 def _short(value: object) -> str:
