@@ -2,9 +2,9 @@
 modes and batching (hypothesis).
 
 For every drawn configuration: the map has the documented shape, is finite, does not depend
-on the other examples of the batch or on perturbations_per_eval, and equals the plain
-reference loop; the model's state_dict and every module's mode are unchanged afterwards,
-also after a call that raises.
+on the other examples of the batch or (up to float rounding) on perturbations_per_eval, and
+equals the plain reference loop; the model's state_dict and every module's mode are
+unchanged afterwards, also after a call that raises.
 """
 
 from __future__ import annotations
@@ -146,7 +146,10 @@ def test_maps_hold_their_properties(config: dict) -> None:
 
     model.eval()
     other_batch = run(config, model, x, target, config["batch"] % 7 + 1)
-    torch.testing.assert_close(maps, other_batch, rtol=1e-4, atol=1e-6)
+    # the same masked inputs bit for bit (test_sampling); the forwards round differently by
+    # batch size, so the maps agree up to float rounding (measured: under 1e-7 of the maximum)
+    scale = float(maps.abs().max())
+    torch.testing.assert_close(maps, other_batch, rtol=1e-5, atol=1e-6 * scale + 1e-12)
     torch.testing.assert_close(maps, reference(config, model, x, classes), rtol=1e-4, atol=1e-6)
     if not config["method"].startswith("ss-cam"):  # seeded noise follows the example's index
         last = config["examples"] - 1

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from captum_sscam import ScoreCAM, SmoothedScoreCAM
+from captum_sscam import IntegratedScoreCAM, ScoreCAM, SmoothedScoreCAM
 from captum_sscam.attr._sampling import ChannelStats, neyman_counts, shrunk_variances
 from tests.tiny_models import SmallCNN
 
@@ -239,6 +239,48 @@ def test_seeded_maps_do_not_depend_on_batching_at_299_px() -> None:
                 rounding = float((run(batch) - first).abs().max())
                 assert rounding < 1e-5 * float(first.abs().max())
                 assert rounding < 1e-3 * other_seed
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs"),
+    [
+        (ScoreCAM, {}),
+        (IntegratedScoreCAM, {"n_steps": 3}),
+        (SmoothedScoreCAM, {"nt_samples": 3, "noise_on": "mask"}),
+        (SmoothedScoreCAM, {"nt_samples": 3, "noise_on": "input"}),
+        (SmoothedScoreCAM, {"nt_samples": 6, "sample_allocation": "adaptive"}),
+    ],
+)
+def test_masked_inputs_are_bit_identical_whatever_the_batch(method, kwargs) -> None:
+    # What the docstrings claim: "up to float rounding". The masked inputs (and their seeded
+    # noise) are the same bit for bit at every perturbations_per_eval; only the model's
+    # forwards may round differently at another batch size.
+    model = UnevenChannels().eval()
+    x = torch.randn(2, 3, 16, 16)
+
+    def call(batch: int) -> tuple[Tensor, Tensor]:
+        seen: list[Tensor] = []
+        handle = model.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+        try:
+            extra = {} if method is not SmoothedScoreCAM else {"generator": seeded(3)}
+            maps = method(model, model.layer).attribute(
+                x, target=[1, 2], perturbations_per_eval=batch, channels_last=False,
+                **kwargs, **extra,
+            )  # fmt: skip
+        finally:
+            handle.remove()
+        return maps, torch.cat(seen[1:])  # seen[0]: the capture forward
+
+    maps, masked = call(1)
+    for batch in (3, 5, 7):
+        other_maps, other_masked = call(batch)
+        assert torch.equal(other_masked, masked)
+        scale = float(maps.abs().max())
+        torch.testing.assert_close(other_maps, maps, rtol=1e-5, atol=1e-6 * scale)
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
 
 
 def test_a_progress_bar_shows_by_default_on_long_calls_only(capsys) -> None:

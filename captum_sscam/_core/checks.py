@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from captum._utils.common import _format_baseline, _format_tensor_into_tuples
 from captum._utils.typing import BaselineType
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def check_positive_int(name: str, value: Any) -> int:
@@ -123,3 +123,109 @@ def broadcast_finite(value: Tensor, like: Tensor, name: str, like_name: str) -> 
     if not bool(torch.isfinite(expanded).all()):
         raise ValueError(f"{name} contains NaN or infinite values.")
     return expanded
+
+
+def check_inputs_fit_model(inputs: tuple[Tensor, ...], model: nn.Module | None) -> None:
+    """Refuse, before the first forward, inputs that clearly cannot fit ``model``.
+
+    On another device than every parameter and buffer of the model (not a
+    ``DataParallel`` model, which moves its inputs itself); without the batch
+    dimension that the model's first convolution needs (a ``(C, H, W)`` image: its
+    first dimension equals the convolution's input channels); or channels last
+    (``(N, H, W, C)``) for a convolution that takes ``(N, C, H, W)``: Score-CAM masks
+    an input's trailing dimensions as its space, so neither could give a meaningful
+    map even where the model accepts it. ``model`` ``None`` (not known): nothing.
+    """
+    if model is None:
+        return
+    device = _single_device(model)
+    for index, tensor in enumerate(inputs):
+        if device is not None and tensor.device != device:
+            raise ValueError(
+                f"input {index} is on {tensor.device} but the model's parameters are on "
+                f"{device}; move the inputs to the model's device first, e.g. "
+                f"x.to('{device}') (or the model to the inputs' with model.to(x.device))."
+            )
+    convolution = _first_convolution(model)
+    if convolution is None:
+        return
+    rank = len(convolution.kernel_size)  # spatial dimensions it convolves
+    channels = convolution.in_channels
+    shape = tuple(inputs[0].shape)
+    name = type(convolution).__name__
+    if len(shape) == rank + 1 and shape[0] == channels:
+        raise ValueError(
+            f"input 0 has shape {shape}: one example without its batch dimension, it seems "
+            f"(the model's first convolution, {name}, takes {channels} channels, and reads "
+            f"a {rank + 1}-D tensor as one unbatched example). Score-CAM needs a batch "
+            f"(N, C, *spatial): pass x.unsqueeze(0)."
+        )
+    if len(shape) == rank + 2 and shape[1] != channels and shape[-1] == channels:
+        order = ", ".join(["0", str(rank + 1), *(str(axis) for axis in range(1, rank + 1))])
+        raise ValueError(
+            f"input 0 has shape {shape}: channels last, it seems, but the model's first "
+            f"convolution ({name}) takes {channels} channels in dimension 1, (N, C, *spatial); "
+            f"Score-CAM also masks the last dimensions as the input's space. Pass "
+            f"x.permute({order})."
+        )
+
+
+def explain_forward_error(inputs: tuple[Tensor, ...], model: nn.Module | None) -> Exception | None:
+    """A clear error for a first forward that raised, where the inputs do not fit ``model``.
+
+    Checked after the forward fails, not before, since a model may convert its inputs
+    itself (Hugging Face models cast ``pixel_values`` to their own dtype): inputs of
+    another floating dtype than every floating parameter of the model (a ``TypeError``
+    saying what to convert), or of another channel count than the model's first
+    convolution takes (a ``ValueError``). ``None`` where neither explains it.
+    """
+    if model is None:
+        return None
+    dtypes = {parameter.dtype for parameter in model.parameters() if parameter.is_floating_point()}
+    if len(dtypes) == 1:
+        (dtype,) = dtypes
+        for index, tensor in enumerate(inputs):
+            if tensor.dtype != dtype:
+                return TypeError(
+                    f"input {index} is {tensor.dtype} but the model's parameters are {dtype}; "
+                    f"give both one dtype: the model with model.{_dtype_method(tensor.dtype)}()"
+                    f" or the inputs with x.{_dtype_method(dtype)}()."
+                )
+    convolution = _first_convolution(model)
+    shape = tuple(inputs[0].shape)
+    if (
+        convolution is not None
+        and len(shape) == len(convolution.kernel_size) + 2
+        and shape[1] != convolution.in_channels
+    ):
+        return ValueError(
+            f"input 0 has shape {shape}, {shape[1]} channels in dimension 1, but the "
+            f"model's first convolution ({type(convolution).__name__}) takes "
+            f"{convolution.in_channels}; give the inputs as (N, C, *spatial) with the "
+            "model's channels."
+        )
+    return None
+
+
+def _single_device(model: nn.Module) -> torch.device | None:
+    """The one device of all the model's parameters and buffers, or ``None`` (several, none,
+    or a ``DataParallel`` / ``DistributedDataParallel`` model, which moves its inputs)."""
+    parallel = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    if any(isinstance(module, parallel) for module in model.modules()):
+        return None
+    devices = {tensor.device for tensor in (*model.parameters(), *model.buffers())}
+    return devices.pop() if len(devices) == 1 else None
+
+
+def _first_convolution(model: nn.Module) -> nn.modules.conv._ConvNd | None:
+    """The model's first registered convolution, usually the one that reads the input."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return module
+    return None
+
+
+def _dtype_method(dtype: torch.dtype) -> str:
+    """The Tensor/Module method that converts to ``dtype``, e.g. ``double`` for float64."""
+    methods = {torch.float64: "double", torch.float32: "float", torch.float16: "half"}
+    return methods.get(dtype, "bfloat16" if dtype == torch.bfloat16 else f"to({dtype})")

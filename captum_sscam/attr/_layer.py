@@ -13,6 +13,7 @@ from captum._utils.gradient import (
 from torch import Tensor, nn
 
 from captum_sscam._core.caller_warnings import warn
+from captum_sscam._core.checks import explain_forward_error
 from captum_sscam._core.resize import is_supported_spatial_rank
 
 
@@ -37,13 +38,19 @@ def layer_activations_and_output(
     additional_forward_args: tuple[Any, ...] | None,
     device_ids: list[int] | None,
     attribute_to_layer_input: bool,
+    *,
+    model: nn.Module | None = None,
 ) -> tuple[tuple[Tensor, ...], Any]:
     """Run the model once; return the layer's tensors and the model output (as it is:
     a Tensor, or a tuple, dict, list of dicts for a callable target).
 
     The activations come from Captum's own forward hooks (which are removed
     before this returns, also on error). A layer that runs several times in one
-    forward is reported with a warning: Captum keeps the last call's tensors.
+    forward is reported with a warning: Captum keeps the last call's tensors. A
+    layer whose output (or input) is not a Tensor or a flat tuple of Tensors is
+    refused when it runs. Where the forward fails and ``model`` (the model behind
+    ``forward_func``, when known) explains it, by the inputs' dtype or channels
+    (``_core.checks.explain_forward_error``), that error is raised instead.
     """
     calls = 0
 
@@ -51,7 +58,24 @@ def layer_activations_and_output(
         nonlocal calls
         calls += 1
 
+    def check_tensors(tensors: object) -> None:
+        if not _tensor_or_flat_tuple(tensors):
+            which = "input" if attribute_to_layer_input else "output"
+            raise TypeError(
+                f"layer {layer.__class__.__name__}'s {which} is {_structure(tensors)}; "
+                f"Score-CAM reads the layer's {which} as a Tensor or a flat tuple of Tensors "
+                "(reshape_transform then applies to each, and cannot reach into nested "
+                "structures). Choose a layer that returns Tensors (a submodule of this one, "
+                "say), or wrap it in a module that returns the Tensor to explain."
+            )
+
     counter = layer.register_forward_pre_hook(count_call)
+    # registered before Captum's hook, so it runs first and Captum never sees the structure
+    checker = (
+        layer.register_forward_pre_hook(lambda _module, args: check_tensors(args))
+        if attribute_to_layer_input
+        else layer.register_forward_hook(lambda _module, _args, output: check_tensors(output))
+    )
     try:
         saved_layer, output = _forward_layer_distributed_eval(
             forward_func,
@@ -68,8 +92,14 @@ def layer_activations_and_output(
             f"layer {layer.__class__.__name__} never ran during the model's forward "
             "pass; choose a layer that the forward actually calls."
         ) from None
+    except RuntimeError as error:
+        explained = explain_forward_error(inputs, model)
+        if explained is None:
+            raise
+        raise explained from error
     finally:
         counter.remove()
+        checker.remove()
     replicas = len(saved_layer[layer])
     if calls > replicas:
         warn(
@@ -81,6 +111,29 @@ def layer_activations_and_output(
     device_ids = _extract_device_ids(forward_func, saved_layer, device_ids)
     activations = _gather_distributed_tensors(saved_layer[layer], device_ids=device_ids)
     return activations, output  # any output: the target says how it is scored
+
+
+def _tensor_or_flat_tuple(tensors: object) -> bool:
+    if isinstance(tensors, Tensor):
+        return True
+    return (
+        isinstance(tensors, (tuple, list))
+        and len(tensors) > 0
+        and all(isinstance(tensor, Tensor) for tensor in tensors)
+    )
+
+
+def _structure(value: object, depth: int = 0) -> str:
+    """``value``'s structure in a few words, e.g. ``tuple(Tensor(2, 4, 8, 8), tuple(...))``."""
+    if isinstance(value, Tensor):
+        return f"Tensor{tuple(value.shape)}"
+    if isinstance(value, (tuple, list, dict)):
+        items = list(value.values() if isinstance(value, dict) else value)
+        if depth >= 2:
+            return f"{type(value).__name__}(...)"
+        shown = [_structure(item, depth + 1) for item in items[:4]]
+        return f"{type(value).__name__}({', '.join(shown)}{', ...' if len(items) > 4 else ''})"
+    return type(value).__name__
 
 
 def check_reshape_transform(reshape_transform: object) -> None:
@@ -111,10 +164,16 @@ def layer_maps(
             )
     num_examples = inputs[0].shape[0]
     if activation.dim() < 3 or activation.shape[0] != num_examples:
+        unbatched = (
+            f" If input 0, of shape {tuple(inputs[0].shape)}, is one example without its batch "
+            "dimension (the layer then gives (channels, *spatial)), pass x.unsqueeze(0)."
+            if activation.dim() == inputs[0].dim()
+            else ""
+        )
         raise ValueError(
             f"the layer gives a tensor of shape {tuple(activation.shape)} for {num_examples} "
             "examples; Score-CAM needs (N, channels, *spatial). Pass reshape_transform= to "
-            "turn it into that shape."
+            f"turn it into that shape.{unbatched}"
         )
     rank = activation.dim()
     if not is_supported_spatial_rank(rank - 2):

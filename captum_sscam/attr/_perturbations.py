@@ -11,8 +11,10 @@ masked input after it:
 
 Noise is seeded per work item: the draw of item ``(example, channel, sample)``
 depends only on the call's seed and on that item, never on how items are
-batched, so a seeded map does not change with ``perturbations_per_eval``, the
-automatic batch size or the phases of adaptive sampling.
+batched, so the masked inputs of a seeded call are the same bit for bit whatever
+``perturbations_per_eval``, the automatic batch size or the phases of adaptive
+sampling, and its map is the same up to float rounding (the forwards may round
+differently at another batch size).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ NoiseSampling = Literal["iid", "antithetic"]
 NOISE_SAMPLINGS: tuple[str, ...] = ("iid", "antithetic")
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+# |torch.randn| stays below this: its Box-Muller draws from uniforms of at most 53 bits reach
+# sqrt(2 ln 2^53) = 8.6 (24 bits: 5.8); the overflow check of GaussianNoise uses it.
+NORMAL_DRAW_BOUND = 10.0
 
 
 class Perturbation:
@@ -47,6 +52,9 @@ class Perturbation:
     def perturb_masked(self, masked: Tensor, input_index: int, items: WorkItems) -> Tensor:
         """Masked inputs ``(B, ...)`` of the items, before the forward pass."""
         return masked
+
+    def check_inputs(self, inputs: tuple[Tensor, ...]) -> None:
+        """Raise if this perturbation cannot be computed for ``inputs`` (before any forward)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,29 @@ class GaussianNoise(Perturbation):
             return masked
         return masked + self._noise(masked, input_index, items)
 
+    def check_inputs(self, inputs: tuple[Tensor, ...]) -> None:
+        """Refuse a standard deviation whose noise overflows the input's dtype.
+
+        The noise is computed in the input's dtype (at least float32), and the masked
+        input from it: ``|X (H + e)|`` or ``|X H + e|`` stays below ``(1 + |e|) s`` with
+        ``s = max(1, max |X|)`` and ``|e| < NORMAL_DRAW_BOUND x stdev``. Where that can
+        exceed half the dtype's largest value, masked inputs, scores and maps would be
+        infinite or NaN.
+        """
+        for index, (stdev, tensor) in enumerate(zip(self.stdevs, inputs, strict=True)):
+            largest = torch.finfo(tensor.dtype).max / 2
+            scale = max(1.0, float(tensor.abs().max()))
+            if stdev * NORMAL_DRAW_BOUND * scale > largest:
+                bound = largest / (NORMAL_DRAW_BOUND * scale)
+                raise ValueError(
+                    f"stdevs={stdev:g} overflows input {index}'s dtype, {tensor.dtype}: its "
+                    f"noise reaches {NORMAL_DRAW_BOUND:g} x stdev, which times max(1, max "
+                    f"|input|) = {scale:g} exceeds {largest:.3g}, half the largest "
+                    f"{tensor.dtype} value, and would make the map NaN. Noise that large would "
+                    "also leave nothing of the input or the mask: every masked input would be "
+                    f"noise only. Use stdevs below {bound:.3g}."
+                )
+
     def _noise(self, like: Tensor, input_index: int, items: WorkItems) -> Tensor:
         stdev = self.stdevs[input_index]
         draw = items.sample // 2 if self.antithetic else items.sample
@@ -95,7 +126,8 @@ class GaussianNoise(Perturbation):
         if self.antithetic:
             signs = 1.0 - 2.0 * torch.from_numpy(items.sample % 2).to(like.device, torch.float32)
             noise.mul_(signs.view(-1, *([1] * (like.dim() - 1))))
-        return noise.mul_(stdev).to(like.dtype)
+        # scaled in the input's dtype (at least float32, the draws' own): check_inputs bounds it
+        return noise.to(torch.promote_types(like.dtype, torch.float32)).mul_(stdev).to(like.dtype)
 
     def _generator(self, device: torch.device) -> torch.Generator:
         if device not in self._generators:

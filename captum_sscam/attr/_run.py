@@ -13,6 +13,7 @@ before the ReLU, follows from the independent channel estimates:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, cast
@@ -32,13 +33,17 @@ from captum_sscam.attr._perturbations import Perturbation
 from captum_sscam.attr._recording import report_round
 from captum_sscam.attr._sampling import (
     ROUND_FRACTIONS,
+    UNIFORM_ABOVE_PREDICTED_RATIO,
     ChannelStats,
     Sampling,
+    adaptive_counts,
+    check_planned_work,
     mean_variances,
-    neyman_counts,
     shrunk_variances,
 )
 from captum_sscam.attr._work_items import Pairs, WorkItems
+
+_LOG = logging.getLogger("captum_sscam")
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class LayerRun:
                 active, activation, self.options.top_k_channels, self.options.channel_criterion
             )
         pairs = Pairs.of(active)
+        check_planned_work(len(pairs), self.sampling.samples, self.method_name)
         work = _PairWork(self, activation, active, pairs, self._baseline_scores())
         with progress_bar(
             len(pairs) * self.sampling.samples, self.options.show_progress, self.method_name
@@ -130,6 +136,10 @@ class _PairWork:
     def adaptive(self, progress: Any) -> tuple[ChannelStats, Tensor]:
         """Neyman allocation of the budget on each pair's gain, then the rounds.
 
+        An example where Neyman allocation predicts no clear gain
+        (``_sampling.adaptive_counts``) is given uniform allocation's plan instead (logged
+        at debug level on the ``captum_sscam`` logger).
+
         Units per pair ``n_k`` proportional to the gain ``||dL/da_k||``: the
         allocation minimising the map's variance ``sum_k ||dL/da_k||^2 sigma_k^2 / n_k``
         when the channels' score variances ``sigma_k^2`` are equal. With ``w = a``
@@ -142,17 +152,17 @@ class _PairWork:
         """
         sampling = self.run.sampling
         main_units = (sampling.samples - sampling.pilot) // sampling.unit
-        pairs_per_example = torch.bincount(self.pairs.example, minlength=self.num_examples)
-        plan = (
-            neyman_counts(
-                self._allocation_weights(progress),
-                self.pairs.example,
-                pairs_per_example * main_units,
-                self.num_examples,
+        counts, uniform = adaptive_counts(
+            self._allocation_weights(progress), self.pairs.example, main_units, self.num_examples
+        )
+        if bool(uniform.any()):
+            _LOG.debug(
+                "adaptive allocation spent the budget uniformly for examples %s: Neyman "
+                "allocation predicted a map variance above %.2f of uniform's there",
+                uniform.nonzero()[:, 0].tolist(),
+                UNIFORM_ABOVE_PREDICTED_RATIO,
             )
-            .cpu()
-            .numpy()
-        )  # units per pair
+        plan = counts.cpu().numpy()  # units per pair
         estimates = self._empty_stats()
         done = np.zeros(len(self.pairs), dtype=np.int64)
         for fraction in self._rounds():

@@ -61,6 +61,23 @@ SAMPLE_ALLOCATIONS: tuple[str, ...] = ("uniform", "adaptive")
 PRIOR_DEGREES_OF_FREEDOM = 4.0
 # target_error checks the error after these fractions of the budget.
 ROUND_FRACTIONS: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
+# The most work items (masked inputs, each one forward's row) one call may plan. A round's
+# items are built at once: int64 pair, example, channel and sample numbers on the host, the
+# pair index on the device, and their temporaries, measured at 48-64 bytes per item, so
+# 2**28 items hold 12-16 GiB before the first masked forward (2**31 would need 96-128 GiB,
+# beyond most hosts); and 2**28 forwards take hours even for a small model on a GPU.
+MAX_WORK_ITEMS = 2**28
+BYTES_PER_WORK_ITEM = 64
+# Adaptive allocation spends an example's budget uniformly unless Neyman allocation predicts
+# a map variance below this share of uniform's. The prediction assumes equal score variances
+# sigma_k^2 over an example's channels; the real ratio, sum_k w_k^2 sigma_k^2 / n_k over the
+# same sum with uniform n, exceeds it where the channels that get more samples have the
+# smaller sigma_k. On Lite0 the channels' score coefficients of variation have interquartile
+# ranges of 0.43-0.60 (performance.md, table 3a: sigma_k^2 varies about 2x between quartiles),
+# enough to undo a predicted 10 % saving; measured there, a prediction of 0.94-0.99
+# (top_k_channels 64 and 128) gained nothing (spread over seeds 1.01x and 1.53x uniform's),
+# one of 0.47-0.60 (all channels) divided the variance by 2.1-2.9.
+UNIFORM_ABOVE_PREDICTED_RATIO = 0.9
 
 
 @dataclass(frozen=True)
@@ -88,6 +105,37 @@ class Sampling:
     def unit(self) -> int:
         """Samples per statistical unit: an antithetic pair counts once."""
         return 2 if self.antithetic else 1
+
+
+def check_samples_per_channel(name: str, samples: int) -> None:
+    """Refuse a per-channel budget that alone exceeds ``MAX_WORK_ITEMS`` (checked with the
+    arguments, before anything is allocated: one channel of one example already needs it)."""
+    if samples > MAX_WORK_ITEMS:
+        raise ValueError(
+            f"{name}={samples:,} asks for {samples:,} masked forwards per channel and "
+            f"example, more than the {MAX_WORK_ITEMS:,} (2**28) work items one call can "
+            f"plan ({_held(samples)}); use {name} <= {MAX_WORK_ITEMS:,}, in practice far "
+            "fewer (the papers use 10-35)."
+        )
+
+
+def check_planned_work(num_pairs: int, samples: int, method_name: str) -> None:
+    """Refuse a call whose ``num_pairs x samples`` work items exceed ``MAX_WORK_ITEMS``,
+    before their index arrays are built (every sampling plan stays within that budget)."""
+    items = num_pairs * samples
+    if items > MAX_WORK_ITEMS:
+        raise ValueError(
+            f"{method_name} would make {items:,} masked forwards in this call ({num_pairs:,} "
+            f"(example, channel) pairs x {samples:,} samples each), more than the "
+            f"{MAX_WORK_ITEMS:,} (2**28) work items one call can plan ({_held(items)}). "
+            "Use fewer samples per channel, fewer channels (top_k_channels=) or fewer "
+            "examples per call."
+        )
+
+
+def _held(items: int) -> str:
+    gib = items * BYTES_PER_WORK_ITEM / 2**30
+    return f"their index arrays alone would take about {gib:,.0f} GiB of host memory"
 
 
 def pilot_samples(budget: int, antithetic: bool) -> int:
@@ -170,3 +218,39 @@ def neyman_counts(
     bonus = torch.zeros_like(counts)
     bonus[order] = (rank < leftover[pair_example[order]]).to(counts.dtype)
     return (1 + counts + bonus).to(torch.long)
+
+
+def predicted_variance_ratios(
+    weights: Tensor, counts: Tensor, uniform_units: int, pair_example: Tensor, num_examples: int
+) -> Tensor:
+    """``(N,)``: each example's map variance under ``counts`` over uniform's, predicted.
+
+    ``(sum_k w_k^2 / n_k) / (sum_k w_k^2 / n)`` over the example's pairs, ``n`` =
+    ``uniform_units``: the variance ``sum_k w_k^2 sigma^2 / n_k`` with one score variance
+    ``sigma^2`` for all its channels. With Neyman's ``n_k`` proportional to ``w_k`` it is
+    ``(sum_k w_k)^2 / (K' sum_k w_k^2)`` up to the integer rounding. 1 where every weight
+    is 0.
+    """
+    squares = weights.to(torch.float64).square()
+    allocated = torch.zeros(num_examples, dtype=torch.float64, device=weights.device)
+    allocated.index_add_(0, pair_example, squares / counts.to(torch.float64))
+    uniform = torch.zeros_like(allocated).index_add_(0, pair_example, squares / uniform_units)
+    return torch.where(uniform > 0, allocated / uniform.clamp(min=1e-300), 1.0)
+
+
+def adaptive_counts(
+    weights: Tensor, pair_example: Tensor, uniform_units: int, num_examples: int
+) -> tuple[Tensor, Tensor]:
+    """Units per pair ``(P,)`` of adaptive allocation, and the ``(N,)`` examples it spent
+    uniformly.
+
+    Neyman allocation (``neyman_counts``) of ``uniform_units`` per pair on average, except
+    for examples where it predicts no clear gain over uniform
+    (``predicted_variance_ratios`` above ``UNIFORM_ABOVE_PREDICTED_RATIO``): those get
+    ``uniform_units`` per pair, exactly uniform allocation's plan.
+    """
+    pairs_per_example = torch.bincount(pair_example, minlength=num_examples)
+    counts = neyman_counts(weights, pair_example, pairs_per_example * uniform_units, num_examples)
+    ratios = predicted_variance_ratios(weights, counts, uniform_units, pair_example, num_examples)
+    uniform = ratios > UNIFORM_ABOVE_PREDICTED_RATIO
+    return torch.where(uniform[pair_example], uniform_units, counts), uniform

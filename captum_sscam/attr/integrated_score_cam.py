@@ -13,7 +13,7 @@ from captum_sscam._core.checks import check_positive_int
 from captum_sscam._core.targets import AnyTarget
 from captum_sscam.attr._options import ChannelCriterion, ScoreCAMOptions, ScoreMode
 from captum_sscam.attr._perturbations import MaskScaling, integration_coefficients
-from captum_sscam.attr._sampling import Sampling
+from captum_sscam.attr._sampling import Sampling, check_samples_per_channel
 from captum_sscam.attr.score_cam import ScoreCAM
 
 
@@ -99,4 +99,5 @@ class IntegratedScoreCAM(ScoreCAM):
     ) -> tuple[ScoreCAMOptions, MaskScaling, Sampling]:
         """IS-CAM's own argument, validated: the options, the mask scaling and the sampling."""
         steps = check_positive_int("n_steps", n_steps)
+        check_samples_per_channel("n_steps", steps)  # before the coefficients are made
         return options, MaskScaling(integration_coefficients(steps)), Sampling(steps)

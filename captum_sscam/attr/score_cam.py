@@ -15,7 +15,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from captum_sscam._core.batch_size import default_batch_size, run_measuring_peak
-from captum_sscam._core.checks import check_baselines, check_inputs
+from captum_sscam._core.checks import check_baselines, check_inputs, check_inputs_fit_model
 from captum_sscam._core.malloc import keep_freed_memory
 from captum_sscam._core.model_state import model_in_eval_mode
 from captum_sscam._core.scorer import BatchScorer, MemoryFormatCalibration, check_forward_args
@@ -310,19 +310,23 @@ class ScoreCAM(LayerAttribution, PerturbationAttribution):
         formatted_baselines = check_baselines(baselines, formatted_inputs)
         forward_args = _format_additional_forward_args(additional_forward_args)
         check_forward_args(forward_args, formatted_inputs[0].shape[0])
-        with model_in_eval_mode(self.forward_func, self.layer):
+        perturbation.check_inputs(formatted_inputs)
+        with model_in_eval_mode(self.forward_func, self.layer) as model_call:
+            check_inputs_fit_model(formatted_inputs, model_call.model)
             device = formatted_inputs[0].device
-            (activations, output), forward_peak = run_measuring_peak(
-                device,
-                lambda: layer_activations_and_output(
-                    self.forward_func,
-                    self.layer,
-                    formatted_inputs,
-                    forward_args,
-                    self.device_ids,
-                    options.attribute_to_layer_input,
-                ),
-            )
+            with model_call.watching():  # modules it did not find: eval mode as they run
+                (activations, output), forward_peak = run_measuring_peak(
+                    device,
+                    lambda: layer_activations_and_output(
+                        self.forward_func,
+                        self.layer,
+                        formatted_inputs,
+                        forward_args,
+                        self.device_ids,
+                        options.attribute_to_layer_input,
+                        model=model_call.model,
+                    ),
+                )
             targets = resolve_targets(target, output, formatted_inputs[0].shape[0], device)
             batch_size = options.perturbations_per_eval or _default_batch(
                 formatted_inputs, device, forward_peak, options.compile_forward
