@@ -1,9 +1,10 @@
-"""The library's attribution methods: Score-CAM and SS-CAM as Captum layer attributions."""
+"""The library's attribution methods: the Score-CAM family as Captum layer attributions."""
 
 from captum_sscam._core.malloc import release_freed_memory, set_keep_freed_memory
 from captum_sscam.attr._options import SCORE_MODES
 from captum_sscam.attr._perturbations import NOISE_PLACEMENTS
 from captum_sscam.attr._sampling import SAMPLE_ALLOCATIONS
+from captum_sscam.attr.group_score_cam import GroupScoreCAM
 from captum_sscam.attr.integrated_score_cam import IntegratedScoreCAM
 from captum_sscam.attr.reshape_transforms import (
     channels_last_reshape_transform,
@@ -26,6 +27,7 @@ __all__ = [
     "DetectionBox",
     "EmbeddingSimilarity",
     "ExampleTarget",
+    "GroupScoreCAM",
     "IntegratedScoreCAM",
     "MultiLabelClasses",
     "ScoreCAM",
