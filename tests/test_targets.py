@@ -16,7 +16,7 @@ from captum.attr import NoiseTunnel
 from captum.metrics import sensitivity_max
 from torch import Tensor, nn
 
-from captum_sscam import IntegratedScoreCAM, ScoreCAM, SmoothedScoreCAM
+from captum_sscam import GroupScoreCAM, IntegratedScoreCAM, ScoreCAM, SmoothedScoreCAM
 from captum_sscam._core.targets import ExampleTarget
 from captum_sscam.metrics import (
     average_drop,
@@ -72,6 +72,7 @@ PATHS = {
         smoothed(nt_samples=16, target_error=0.2, return_error=True, noise_sampling="antithetic"),
     ),
     "is-cam": (IntegratedScoreCAM, {"n_steps": 3}),
+    "group-score-cam": (GroupScoreCAM, {"n_groups": 3}),
 }
 
 
@@ -631,3 +632,17 @@ def test_sensitivity_max_takes_a_callable_target_through_tuple_explanation() -> 
         )
     assert results[0].abs().max() > 0
     torch.testing.assert_close(results[0], results[1])
+
+
+@pytest.mark.parametrize("score_mode", MODES)
+def test_group_score_cam_with_a_region_target_and_one_group_per_channel_is_score_cam(
+    score_mode: str,
+) -> None:
+    model = PixelScores().eval()
+    x = torch.randn(2, 3, 8, 8)
+    target = SegmentationRegion([1, 4], box=(1, 2, 6, 7))
+    kwargs = {"target": target, "score_mode": score_mode, "relu_attributions": False}
+    grouped = GroupScoreCAM(model, model.net.layer).attribute(x, n_groups=6, **kwargs)
+    exact = ScoreCAM(model, model.net.layer).attribute(x, **kwargs)
+    assert exact.abs().max() > 0
+    torch.testing.assert_close(grouped, exact, rtol=1e-5, atol=1e-6)
