@@ -6,11 +6,15 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from captum_sscam import GroupScoreCAM, ScoreCAM
+from captum_sscam.apps.cli import main
+from captum_sscam.apps.methods import METHODS, explain_functions
 from tests.reference import layer_output, reference_score_cam
 from tests.tiny_models import SmallCNN
 
@@ -225,3 +229,20 @@ def test_name_and_signature() -> None:
     with pytest.raises(TypeError, match="n_steps"):
         GroupScoreCAM.check_arguments(n_steps=3)
     GroupScoreCAM.check_arguments(n_groups=128, score_mode="channel_softmax")
+
+
+def test_the_registry_entry_reaches_the_command_line(tmp_path) -> None:
+    assert METHODS["group-score-cam"].attribution is GroupScoreCAM
+    model = model_with_a_constant_channel()
+    x = inputs(1)
+    (explain,) = explain_functions(["group-score-cam"], model, model.layer).values()
+    expected = GroupScoreCAM(model, model.layer).attribute(x, target=1, n_groups=32)
+    torch.testing.assert_close(explain(x, torch.tensor([1])), expected)
+
+    image = tmp_path / "image.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(image)
+    tiny = ["--model", "tests.tiny_models:SmallCNN", "--layer", "layer", "--size", "16", "--quiet"]
+    argv = ["explain", str(image), *tiny, "--method", "group-score-cam", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert (tmp_path / "image_group-score-cam.png").is_file()

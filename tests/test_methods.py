@@ -27,9 +27,12 @@ TINY = ["--model", "tests.tiny_models:SmallCNN", "--layer", "layer", "--size", "
 
 
 def test_one_naming_scheme() -> None:
-    assert list(METHODS) == ["ig", "grad-cam", "score-cam", "ss-cam", "ss-cam-input", "is-cam"]
+    assert list(METHODS) == [
+        "ig", "grad-cam", "score-cam", "ss-cam", "ss-cam-input", "is-cam", "group-score-cam",
+    ]  # fmt: skip
     assert [m.name for m in METHODS.values()] == [
         "Integrated Gradients", "Grad-CAM", "Score-CAM", "SS-CAM", "SS-CAM (input)", "IS-CAM",
+        "Group Score-CAM",
     ]  # fmt: skip
     for key, method in METHODS.items():
         assert method.key == key and re.fullmatch(r"[a-z]+(-[a-z]+)*", key)

@@ -19,13 +19,15 @@ import argparse
 import math
 from collections.abc import Callable
 
-METHOD_KEYS = ("ig", "grad-cam", "score-cam", "ss-cam", "ss-cam-input", "is-cam")
+METHOD_KEYS = (
+    "ig", "grad-cam", "score-cam", "ss-cam", "ss-cam-input", "is-cam", "group-score-cam",
+)  # fmt: skip
 """The keys of `captum_sscam.apps.methods.METHODS`, in its order."""
 
 COMPARED = ("ig", "grad-cam", "score-cam", "ss-cam")
 """`captum_sscam.apps.methods.COMPARED`: the methods ``compare`` runs by default."""
 
-TASK_METHODS = ("score-cam", "ss-cam", "ss-cam-input", "is-cam")
+TASK_METHODS = ("score-cam", "ss-cam", "ss-cam-input", "is-cam", "group-score-cam")
 """The methods ``explain --target-box`` runs: the Score-CAM family, which takes callable
 targets (`captum_sscam.apps.tasks`)."""
 

@@ -17,14 +17,20 @@ Captum Insights table all read this registry, so a new method is one
   `Options`, each a function ``(options, inputs) -> value``. The
   Insights dashboard shows those it knows as parameters.
 
-For example, a further Score-CAM variant taking ``n_steps`` would be:
+For example, Group Score-CAM (`captum_sscam.GroupScoreCAM`, whose own argument is
+``n_groups``) came in as this entry, with the library class and its tests (the recipe:
+docs/architecture.md, "Adding a method"):
 
 ```python
 Method(
-    "is-cam", "IS-CAM", IntegratedScoreCAM, "Integrated Score-CAM, 10 steps",
-    takes_reshape_transform=True, fixed={"n_steps": 10}, options=SCORE_CAM_OPTIONS,
+    "group-score-cam", "Group Score-CAM", GroupScoreCAM,
+    "captum_sscam.GroupScoreCAM, 32 k-means groups of channels (32 forwards per image)",
+    takes_reshape_transform=True, fixed={"n_groups": 32}, options=SCORE_CAM_OPTIONS,
 )
 ```
+
+and the same method at other fixed arguments is
+``dataclasses.replace(METHODS["group-score-cam"], fixed={"n_groups": 128})``.
 
 `Method.explain` turns an entry into a function ``(inputs, targets) ->
 maps``; input methods' ``(N, C, H, W)`` attributions are summed over channels,
@@ -43,6 +49,7 @@ from captum.attr import Attribution, IntegratedGradients, LayerGradCam
 from torch import Tensor, nn
 
 from captum_sscam import (
+    GroupScoreCAM,
     IntegratedScoreCAM,
     ScoreCAM,
     SmoothedScoreCAM,
@@ -277,6 +284,15 @@ METHODS: dict[str, Method] = {
             "captum_sscam.IntegratedScoreCAM, 10 integration steps (torchcam's default)",
             takes_reshape_transform=True,
             fixed={"n_steps": 10},
+            options=SCORE_CAM_OPTIONS,
+        ),
+        Method(
+            "group-score-cam",
+            "Group Score-CAM",
+            GroupScoreCAM,
+            "captum_sscam.GroupScoreCAM, 32 k-means groups of channels (32 forwards per image)",
+            takes_reshape_transform=True,
+            fixed={"n_groups": 32},
             options=SCORE_CAM_OPTIONS,
         ),
     )
