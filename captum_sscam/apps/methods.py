@@ -1,9 +1,11 @@
 """The registry of the attribution methods the applications compare.
 
-One entry per method, keyed by its command-line name. The command line
-(``--method``, ``--methods``), the HTML report, the dataset evaluation and the
-Captum Insights table all read this registry, so a new method is one
-`Method` entry in `METHODS`. An entry says:
+One entry per method of the library's catalogue (``captum_sscam.ATTRIBUTION_METHODS``, the
+one list of methods, which ``captum_sscam.metrics.quantus_explain_func`` reads too), keyed
+by its command-line name, with the options it reads. The command line (``--method``,
+``--methods``), the HTML report, the dataset evaluation and the Captum Insights table all
+read this registry, so a new method is one catalogue entry and its options in
+`METHOD_OPTIONS`. An entry says:
 
 - ``key`` and ``name``: the command-line key (``ss-cam``) and the display name
   (``SS-CAM``) used in reports, tables, records and the dashboard;
@@ -18,8 +20,9 @@ Captum Insights table all read this registry, so a new method is one
   Insights dashboard shows those it knows as parameters.
 
 For example, Group Score-CAM (`captum_sscam.GroupScoreCAM`, whose own argument is
-``n_groups``) came in as this entry, with the library class and its tests (the recipe:
-docs/architecture.md, "Adding a method"):
+``n_groups``) came in as a catalogue entry with the library class and its tests, and
+``"group-score-cam": SCORE_CAM_OPTIONS`` here (the recipe: docs/architecture.md, "Adding a
+method"); its `Method` is:
 
 ```python
 Method(
@@ -41,19 +44,14 @@ the overlays use.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
-from captum.attr import Attribution, IntegratedGradients, LayerGradCam
+from captum.attr import Attribution
 from torch import Tensor, nn
 
-from captum_sscam import (
-    GroupScoreCAM,
-    IntegratedScoreCAM,
-    ScoreCAM,
-    SmoothedScoreCAM,
-)
+from captum_sscam import ATTRIBUTION_METHODS, AttributionMethod, SmoothedScoreCAM
 from captum_sscam.apps.errors import UsageError
 
 Explain = Callable[[Tensor, Tensor], Tensor]
@@ -165,21 +163,12 @@ SS_CAM_OPTIONS: Mapping[str, OptionValue] = {
 
 
 @dataclass(frozen=True)
-class Method:
-    """One compared attribution method (see the module's description)."""
+class Method(AttributionMethod):
+    """One compared attribution method: a catalogue entry (``captum_sscam.AttributionMethod``:
+    key, name, class, summary, how it is built, its fixed arguments) and the options it reads
+    (see the module's description)."""
 
-    key: str
-    name: str
-    attribution: type[Attribution]
-    summary: str
-    on_layer: bool = True
-    takes_reshape_transform: bool = False
-    fixed: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, OptionValue] = field(default_factory=dict)
-
-    def supports(self, reshape_transform: Callable[[Tensor], Tensor] | None) -> bool:
-        """Whether the method can explain a model whose layer needs ``reshape_transform``."""
-        return reshape_transform is None or not self.on_layer or self.takes_reshape_transform
 
     def explain(
         self,
@@ -206,9 +195,7 @@ class Method:
 
         def explain(inputs: Tensor, targets: Tensor) -> Tensor:
             arguments = {name: value(options, inputs) for name, value in self.options.items()}
-            maps = attribution.attribute(inputs, target=targets, **self.fixed, **arguments)
-            maps = maps.detach()
-            return maps if self.on_layer else maps.sum(dim=1, keepdim=True)
+            return self.maps(attribution, inputs, targets, **arguments)
 
         return explain
 
@@ -218,84 +205,29 @@ class Method:
         layer: nn.Module | None,
         reshape_transform: Callable[[Tensor], Tensor] | None,
     ) -> Attribution:
-        if not self.on_layer:
-            return self.attribution(model)
-        if layer is None:
-            raise UsageError(f"{self.name} explains a layer: give the layer.")
-        if reshape_transform is None:
-            return self.attribution(model, layer)
-        if not self.takes_reshape_transform:
-            usable = ", ".join(supporting(reshape_transform))
-            raise UsageError(
-                f"{self.name} ({self.attribution.__name__}) cannot reshape this layer's output "
-                f"(a transformer's tokens); use one of {usable}."
-            )
-        return self.attribution(model, layer, reshape_transform=reshape_transform)
+        try:
+            return self.build(model, layer, reshape_transform)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
 
+
+METHOD_OPTIONS: Mapping[str, Mapping[str, OptionValue]] = {
+    "ig": {"n_steps": option("ig_steps"), "internal_batch_size": ig_batch_size},
+    "grad-cam": {},
+    "score-cam": SCORE_CAM_OPTIONS,
+    "ss-cam": SS_CAM_OPTIONS,
+    "ss-cam-input": SS_CAM_OPTIONS,
+    "is-cam": SCORE_CAM_OPTIONS,
+    "group-score-cam": SCORE_CAM_OPTIONS,
+}
+"""The options each catalogue method reads, by key (every key of the catalogue has one)."""
 
 METHODS: dict[str, Method] = {
-    method.key: method
-    for method in (
-        Method(
-            "ig",
-            "Integrated Gradients",
-            IntegratedGradients,
-            "Captum's IntegratedGradients, zero baseline, summed over colour channels",
-            on_layer=False,
-            options={"n_steps": option("ig_steps"), "internal_batch_size": ig_batch_size},
-        ),
-        Method(
-            "grad-cam",
-            "Grad-CAM",
-            LayerGradCam,
-            "Captum's LayerGradCam with its ReLU",
-            fixed={"relu_attributions": True},
-        ),
-        Method(
-            "score-cam",
-            "Score-CAM",
-            ScoreCAM,
-            "captum_sscam.ScoreCAM",
-            takes_reshape_transform=True,
-            options=SCORE_CAM_OPTIONS,
-        ),
-        Method(
-            "ss-cam",
-            "SS-CAM",
-            SmoothedScoreCAM,
-            "captum_sscam.SmoothedScoreCAM, noise on the masks (the paper's variant 1)",
-            takes_reshape_transform=True,
-            fixed={"noise_on": "mask"},
-            options=SS_CAM_OPTIONS,
-        ),
-        Method(
-            "ss-cam-input",
-            "SS-CAM (input)",
-            SmoothedScoreCAM,
-            "captum_sscam.SmoothedScoreCAM, noise on the masked inputs (variant 2)",
-            takes_reshape_transform=True,
-            fixed={"noise_on": "input"},
-            options=SS_CAM_OPTIONS,
-        ),
-        Method(
-            "is-cam",
-            "IS-CAM",
-            IntegratedScoreCAM,
-            "captum_sscam.IntegratedScoreCAM, 10 integration steps (torchcam's default)",
-            takes_reshape_transform=True,
-            fixed={"n_steps": 10},
-            options=SCORE_CAM_OPTIONS,
-        ),
-        Method(
-            "group-score-cam",
-            "Group Score-CAM",
-            GroupScoreCAM,
-            "captum_sscam.GroupScoreCAM, 32 k-means groups of channels (32 forwards per image)",
-            takes_reshape_transform=True,
-            fixed={"n_groups": 32},
-            options=SCORE_CAM_OPTIONS,
-        ),
+    key: Method(
+        **{part.name: getattr(entry, part.name) for part in fields(AttributionMethod)},
+        options=METHOD_OPTIONS[key],
     )
+    for key, entry in ATTRIBUTION_METHODS.items()
 }
 """Every compared method, by command-line key."""
 
@@ -344,6 +276,7 @@ __all__ = [
     "COMPARED",
     "DEFAULT_BATCH_SIZE",
     "METHODS",
+    "METHOD_OPTIONS",
     "SCORE_CAM_OPTIONS",
     "SS_CAM_OPTIONS",
     "Explain",

@@ -4,6 +4,7 @@ from captum_sscam._core.malloc import release_freed_memory, set_keep_freed_memor
 from captum_sscam.attr._options import SCORE_MODES
 from captum_sscam.attr._perturbations import NOISE_PLACEMENTS
 from captum_sscam.attr._sampling import SAMPLE_ALLOCATIONS
+from captum_sscam.attr.catalogue import ATTRIBUTION_METHODS, AttributionMethod
 from captum_sscam.attr.group_score_cam import GroupScoreCAM
 from captum_sscam.attr.integrated_score_cam import IntegratedScoreCAM
 from captum_sscam.attr.reshape_transforms import (
@@ -21,9 +22,11 @@ from captum_sscam.targets import (
 )
 
 __all__ = [
+    "ATTRIBUTION_METHODS",
     "NOISE_PLACEMENTS",
     "SAMPLE_ALLOCATIONS",
     "SCORE_MODES",
+    "AttributionMethod",
     "DetectionBox",
     "EmbeddingSimilarity",
     "ExampleTarget",
