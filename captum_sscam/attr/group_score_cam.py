@@ -42,6 +42,7 @@ class GroupScoreCAM(ScoreCAM):
     G_g = \sum_{k \in S_g} A_k, \qquad H_g = s(U(G_g)), \qquad
     a_g = \mathrm{score}_c(X \odot H_g) - \mathrm{score}_c(b),
     $$
+
     $$
     w_k = a_g \ \text{for}\ k \in S_g, \qquad
     L = \mathrm{ReLU}\Big(\sum_k w_k A_k\Big) = \mathrm{ReLU}\Big(\sum_g a_g G_g\Big),
