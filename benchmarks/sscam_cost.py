@@ -66,15 +66,15 @@ Measured through the public options (``sample_allocation``, ``noise_sampling``,
 per-sample scores of each channel, which a call averages away, come from the library's one
 debugging hook, ``captum_sscam.attr._recording.recording_scores`` (``error``,
 ``allocation``). On those recorded scores, offline, the studies use private functions of
-``captum_sscam.attr._sampling``: ``neyman_counts`` (``error``: the engine's adaptive plan at
-the smaller budgets, checked against the recorded call's own counts at its budget;
-``allocation``: the rules compared), ``ChannelStats`` and ``mean_variances`` (``error``: the
-standard error of the prefix maps; the map and standard error rebuilt from all samples are
-checked against the call's returned ones, and a direct call at the smallest budget against its
-prefix) and ``shrunk_variances`` (``allocation``: the former pilot rule). ``shared-noise``
-scores its own masked inputs (the engine has no shared noise), with the engine's masks:
-``captum_sscam.attr._masks.varying_channels`` and ``upsampled_masks``. The layer's
-activation comes from Captum's ``LayerActivation``.
+``captum_sscam.attr._sampling``: ``adaptive_counts`` (``error``: the engine's adaptive plan
+at the smaller budgets, checked against the recorded call's own counts at its budget),
+``neyman_counts`` (``allocation``: the rules compared), ``ChannelStats`` and
+``mean_variances`` (``error``: the standard error of the prefix maps; the map and standard
+error rebuilt from all samples are checked against the call's returned ones, and a direct
+call at the smallest budget against its prefix) and ``shrunk_variances`` (``allocation``:
+the former pilot rule). ``shared-noise`` scores its own masked inputs (the engine has no
+shared noise), with the engine's masks: ``captum_sscam.attr._masks.varying_channels`` and
+``upsampled_masks``. The layer's activation comes from Captum's ``LayerActivation``.
 
 Run (hold the shared lock). With one torch thread (``OMP_NUM_THREADS=1``) on 2 shared
 cores, ``end-to-end`` took about 11 minutes (torchcam at N = 2 1 minute, exact N = 35
@@ -134,6 +134,7 @@ from captum_sscam.attr._masks import upsampled_masks, varying_channels
 from captum_sscam.attr._recording import recording_scores
 from captum_sscam.attr._sampling import (
     ChannelStats,
+    adaptive_counts,
     mean_variances,
     neyman_counts,
     shrunk_variances,
@@ -347,17 +348,16 @@ def recorded_call(
 
 
 def budget_plans(call: RecordedCall, allocation: str, budgets: list[int]) -> dict[int, Tensor]:
-    """Units per channel at each budget: ``n`` each (uniform) or the engine's Neyman
-    allocation on ``||A_k||`` (adaptive; no pilot in probability mode), which must give
-    the recorded call's own counts at its budget."""
+    """Units per channel at each budget: ``n`` each (uniform) or the engine's adaptive plan,
+    Neyman allocation on ``||A_k||`` or uniform where that predicts no clear gain
+    (``adaptive_counts``; no pilot in probability mode), which must give the recorded call's
+    own counts at its budget."""
     pairs = len(call.channels)
     if allocation == "uniform":
         plans = {n: torch.full((pairs,), n, dtype=torch.long) for n in budgets}
     else:
         example = torch.zeros(pairs, dtype=torch.long)
-        plans = {
-            n: neyman_counts(call.norms, example, torch.tensor([n * pairs]), 1) for n in budgets
-        }
+        plans = {n: adaptive_counts(call.norms, example, n, 1)[0] for n in budgets}
     if not torch.equal(plans[max(budgets)], call.counts):
         raise RuntimeError(
             f"the recorded {allocation} call's samples per channel are not this study's plan at "
