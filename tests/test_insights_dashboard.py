@@ -103,6 +103,8 @@ def test_init_lists_the_registry_methods_with_their_parameters(client) -> None:
         assert set(ss_cam) == {"nt_samples", "stdevs", "score_mode"}
     assert config["method_arguments"]["Score-CAM"]["score_mode"]["limit"] == [
         "probability",
+        "sigmoid",
+        "logit",
         "channel_softmax",
     ]
     assert "Grad-CAM" not in config["method_arguments"]  # no parameters to set
