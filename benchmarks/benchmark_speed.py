@@ -41,6 +41,13 @@ difference from the eager map (relative to the map's maximum).
 
 Part ``batch``: bare fp32 forwards of the timing model by batch size (8 to 64).
 
+Part ``groups``: Group Score-CAM against Score-CAM (every channel) and against Score-CAM on
+the top-k channels at the same number of forwards (``top_k_channels=G``), in one warm
+process, rows in turns, ``--repeats`` times, ``channels_last=False`` in every row: wall
+seconds (median), the images through the model, the speed-up over Score-CAM, the map's
+correlation with Score-CAM's, and the clustering's cost as the Group call's time minus the
+top-k call's (both make G masked forwards). ``--groups`` lists the G.
+
 Part ``faithfulness``: the pretrained EfficientNet-Lite0 on real photos; each
 approximate option's map against exact SS-CAM at the same N (Pearson correlation,
 change of deletion / insertion AUC) and precision / memory format against fp32 on
@@ -97,7 +104,7 @@ from _common import (
 )
 from torch import Tensor, nn
 
-from captum_sscam import ScoreCAM, SmoothedScoreCAM, set_keep_freed_memory
+from captum_sscam import GroupScoreCAM, ScoreCAM, SmoothedScoreCAM, set_keep_freed_memory
 from captum_sscam.apps.data import photo_tensor, resize_photo
 from captum_sscam.apps.models import imagenet_preprocess
 from captum_sscam.metrics import deletion_auc, insertion_auc
@@ -475,6 +482,47 @@ def batch_sweep(args: argparse.Namespace) -> None:
         print(f"| {size} | {1000 * (time.perf_counter() - start) / (BRACKET_FORWARDS * 2):.1f} |")
 
 
+def group_cost(args: argparse.Namespace) -> None:
+    """Group Score-CAM at each of ``args.groups`` against Score-CAM and top-k at equal forwards."""
+    model, layer, x, title = timing_setting(args.model, args.size)
+    target = top1(model, x)
+    fixed = {"target": target, "perturbations_per_eval": args.batch, "channels_last": False}
+    calls: dict[str, Callable[[], Tensor]] = {
+        "Score-CAM, every channel": lambda: ScoreCAM(model, layer).attribute(x, **fixed)
+    }
+    for g in args.groups:
+        calls[f"Group Score-CAM, n_groups={g}"] = lambda g=g: GroupScoreCAM(model, layer).attribute(
+            x, n_groups=g, **fixed
+        )
+        calls[f"Score-CAM, top_k_channels={g}"] = lambda g=g: ScoreCAM(model, layer).attribute(
+            x, top_k_channels=g, **fixed
+        )
+    calls[f"Score-CAM, top_k_channels={args.groups[0]}"]()  # warm-up
+    rows: dict[str, list[Row]] = {name: [] for name in calls}
+    maps: dict[str, Tensor] = {}
+    for _ in range(args.repeats):
+        for name, call in calls.items():
+            row, maps[name] = measure(name, model, call)
+            rows[name].append(row)
+    wall = {name: statistics.median(row.seconds for row in runs) for name, runs in rows.items()}
+    exact = "Score-CAM, every channel"
+    print(f"\n{title}, batch {args.batch}, channels_last=False; one warm process, rows in turns,")
+    print(f"{args.repeats} run(s) each; forwards: images through the model, the capture included")
+    print("| call | forwards | wall s (median) | x faster than Score-CAM | map correlation "
+          "with Score-CAM | clustering s (Group - top-k) |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for name in calls:
+        clustering = "-"
+        if name.startswith("Group"):
+            top_k = name.replace("Group Score-CAM, n_groups", "Score-CAM, top_k_channels")
+            clustering = f"{wall[name] - wall[top_k]:.2f}"
+        print(
+            f"| {name} | {rows[name][0].forwards} | {wall[name]:.2f} "
+            f"| {wall[exact] / wall[name]:.1f} | {correlation(maps[name], maps[exact]):.4f} "
+            f"| {clustering} |"
+        )
+
+
 # ------------------------------------------------------------------- part 2
 
 
@@ -606,7 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--parts",
         nargs="+",
         default=["timing"],
-        choices=["timing", "calibration", "compile", "batch", "faithfulness", "noise"],
+        choices=["timing", "calibration", "compile", "batch", "faithfulness", "noise", "groups"],
     )
     parser.add_argument(
         "--model",
@@ -623,6 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--photos", nargs="+", default=["coffee", "quokka"])
     parser.add_argument("--faithful-top-k", type=int, nargs="+", default=[64, 160])
     parser.add_argument("--precision-top-k", type=int, default=16, help="channels, bf16 check")
+    parser.add_argument("--groups", type=int, nargs="+", default=[32, 128], help="groups: G")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--map", help=argparse.SUPPRESS)
     return parser
@@ -646,6 +695,8 @@ def main() -> None:
         faithfulness(args.samples, args.photos, args.faithful_top_k, args.precision_top_k)
     if "noise" in args.parts:
         noise_variance(args.photos[0], channels=16, reference_samples=32, seeds=2)
+    if "groups" in args.parts:
+        group_cost(args)
     print(f"\nload average at the end {os.getloadavg()}")
 
 

@@ -7,8 +7,10 @@ Methods: the applications' registry (``captum_sscam.apps.methods``: Captum's
 IntegratedGradients, 50 steps, and LayerGradCam, this package's Score-CAM and
 SS-CAM with noise on the mask and on the input, exact at ``--nt-samples``), SS-CAM's
 fast path (``ss-cam-fast``, ``ss-cam-input-fast``: ``autocast_dtype="auto"`` and
-``sample_allocation="adaptive"`` at ``--fast-budget``), and torchcam's ScoreCAM and
-SSCAM for reference (``--methods``). Prints one table (mean ± std (n images) and
+``sample_allocation="adaptive"`` at ``--fast-budget``), Score-CAM at ``--budget`` forwards
+per photo (``group-score-cam-budget``: Group Score-CAM with that many groups;
+``score-cam-top-budget``: the highest-variance channels, ``top_k_channels``), and torchcam's
+ScoreCAM and SSCAM for reference (``--methods``). Prints one table (mean ± std (n images) and
 seconds per image) and each fast-path map's correlation with its exact map, and
 writes the figures of docs/results.md. The table comes with the CPU line
 (``benchmarks/_common.py``).
@@ -58,6 +60,11 @@ FAST = {"ss-cam-fast": "ss-cam", "ss-cam-input-fast": "ss-cam-input"}
 FAST_NAMES = {key: f"{METHODS[variant].name} fast" for key, variant in FAST.items()}
 EXACT_OF_FAST = {FAST_NAMES[key]: METHODS[variant].name for key, variant in FAST.items()}
 """Display names: each fast-path method's exact SS-CAM counterpart."""
+BUDGETED = {
+    "group-score-cam-budget": "Group Score-CAM G={}",
+    "score-cam-top-budget": "Score-CAM top-{}",
+}
+"""Display names (``.format(budget)``) of Score-CAM at ``--budget`` forwards per photo."""
 
 
 def fast_methods(
@@ -76,6 +83,21 @@ def fast_methods(
             },
         ).explain(model, layer, fast)
         for key, variant in FAST.items()
+    }
+
+
+def budget_methods(
+    model: torch.nn.Module, layer: torch.nn.Module, options: Options, budget: int
+) -> dict[str, Explain]:
+    """Score-CAM at ``budget`` forwards per photo: Group Score-CAM with ``n_groups=budget``
+    and Score-CAM on the ``budget`` highest-variance channels (``top_k_channels``)."""
+    groups = replace(METHODS["group-score-cam"], fixed={"n_groups": budget})
+    top_k = replace(options, top_k_channels=budget)
+    return {
+        BUDGETED["group-score-cam-budget"].format(budget): groups.explain(model, layer, options),
+        BUDGETED["score-cam-top-budget"].format(budget): METHODS["score-cam"].explain(
+            model, layer, top_k
+        ),
     }
 
 
@@ -226,7 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--methods",
         default="ig,grad-cam,score-cam,ss-cam,ss-cam-input,ss-cam-fast,ss-cam-input-fast",
-        help=f"comma list from {', '.join((*OURS, *FAST, *REFERENCE))}",
+        help=f"comma list from {', '.join((*OURS, *FAST, *BUDGETED, *REFERENCE))}",
+    )
+    parser.add_argument(
+        "--budget", type=int, default=128, help="forwards per photo of the *-budget methods"
     )
     parser.add_argument(
         "--out", default="build/real_photos", help="records go to OUT/n<nt-samples>-step<step>/"
@@ -249,14 +274,17 @@ def main() -> None:
     layer = lite0_target_layer(model)
     samples = photo_samples(args.photos.split(","), model)
     keys = args.methods.split(",")
-    unknown = [key for key in keys if key not in (*OURS, *FAST, *REFERENCE)]
+    known = (*OURS, *FAST, *BUDGETED, *REFERENCE)
+    unknown = [key for key in keys if key not in known]
     if unknown:
-        parser.error(f"unknown methods {unknown}; choose from {(*OURS, *FAST, *REFERENCE)}")
+        parser.error(f"unknown methods {unknown}; choose from {known}")
     options = Options(nt_samples=args.nt_samples, ig_steps=50)
     every = explain_functions([k for k in OURS if k in keys], model, layer, options)
     every.update(torchcam_methods(model, layer, args.nt_samples))
     every.update(fast_methods(model, layer, options, args.fast_budget))
-    names = {**{key: METHODS[key].name for key in OURS}, **FAST_NAMES, **REFERENCE}
+    every.update(budget_methods(model, layer, options, args.budget))
+    budgeted = {key: name.format(args.budget) for key, name in BUDGETED.items()}
+    names = {**{key: METHODS[key].name for key in OURS}, **FAST_NAMES, **budgeted, **REFERENCE}
     methods = {names[key]: every[names[key]] for key in keys}
     start = time.perf_counter()
     out = Path(args.out) / f"n{args.nt_samples}-step{args.step}"
@@ -279,6 +307,10 @@ def main() -> None:
     summary = {r["name"]: r["target"] for r in records}
     print("\ntargets:", json.dumps(summary))
     print_fast_against_exact(samples, methods, saved)
+    approximations = {
+        name: "Score-CAM" for name in (METHODS["group-score-cam"].name, *budgeted.values())
+    }
+    print_fast_against_exact(samples, methods, saved, approximations)
     print_paired_differences(records, list(methods))
 
 
@@ -287,9 +319,13 @@ PAIRED_METRICS = ("deletion", "insertion", "average_drop", "increase", "energy_p
 
 def print_paired_differences(records: list[dict], methods: list[str]) -> None:
     """Mean +- standard error over the photos of each method's metric minus Score-CAM's
-    (for SS-CAM) or minus its exact map's (for the fast path), photo by photo."""
+    (for SS-CAM, Group Score-CAM and top-k Score-CAM) or minus its exact map's (for the fast
+    path), photo by photo."""
     by = {(r["name"], r["method"]): r for r in records}
-    pairs = [(m, "Score-CAM") for m in methods if m.startswith("SS-CAM") and "Score-CAM" in methods]
+    approximate = ("SS-CAM", "Group Score-CAM", "Score-CAM top-")
+    pairs = [
+        (m, "Score-CAM") for m in methods if m.startswith(approximate) and "Score-CAM" in methods
+    ]
     pairs += [(fast, exact) for fast, exact in EXACT_OF_FAST.items() if {fast, exact} <= {*methods}]
     if not pairs:
         return
@@ -307,10 +343,14 @@ def print_paired_differences(records: list[dict], methods: list[str]) -> None:
 
 
 def print_fast_against_exact(
-    samples: list[Sample], methods: dict[str, Explain], saved: SavedMaps
+    samples: list[Sample],
+    methods: dict[str, Explain],
+    saved: SavedMaps,
+    exact_of: dict[str, str] = EXACT_OF_FAST,
 ) -> None:
-    """Per photo: Pearson correlation of each fast-path map with its exact SS-CAM map."""
-    for fast, exact in EXACT_OF_FAST.items():
+    """Per photo: Pearson correlation of each fast-path map with its exact SS-CAM map (or of
+    each method of ``exact_of`` with its exact counterpart)."""
+    for fast, exact in exact_of.items():
         if fast not in methods or exact not in methods:
             continue
         values = []
