@@ -119,8 +119,10 @@ def test_a_training_model_runs_in_eval_mode_and_is_left_as_it_was(metric, as_met
     assert_unchanged(model, before)
     # the eval-mode value (one example per forward or all at once: BatchNorm is per example)
     torch.testing.assert_close(value, metric(reference, X, MAPS, target=TARGET, **cheap))
+    # ... up to the rounding of a forward at another batch size (Average Drop divides by Y,
+    # which amplifies it to ~1e-4 relative; training-mode BatchNorm would differ by far more)
     alone = metric(reference, X, MAPS, target=TARGET, max_examples_per_batch=1, **cheap)
-    torch.testing.assert_close(value, alone)
+    torch.testing.assert_close(value, alone, rtol=1e-3, atol=1e-3)
 
 
 def test_an_eval_model_gives_no_training_warning() -> None:
